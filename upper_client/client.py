@@ -1,0 +1,400 @@
+"""``UpperClient``: the one client implementation, used by the CLI, the tests and Locust.
+
+It works with plain blocking sockets in ordinary threads, and cooperatively under
+gevent when the standard library is monkey-patched (as it is inside Locust):
+``socket`` and ``selectors`` are then gevent's.
+"""
+
+import errno
+import logging
+import os
+import selectors
+import socket
+from collections.abc import Iterable, Iterator
+
+from upper_client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
+from upper_protocol import KEYWORD, ends_session
+
+log = logging.getLogger(__name__)
+
+_RECV_SIZE = 256 * 1024
+_BATCH_BYTES = 64 * 1024
+_ENCODING = ("utf-8", "surrogateescape")
+
+
+def _encode_line(text: str) -> bytes:
+    if "\n" in text:
+        raise ValueError("a message cannot contain a newline: send one line at a time")
+    return text.encode(*_ENCODING) + b"\n"
+
+
+class UpperClient:
+    """A connection to an UPPER server.
+
+    ``upper(text)`` sends one line and returns its reply; ``upper_many(lines)``
+    pipelines many; ``stream(chunks)`` pipes raw bytes through the server;
+    ``disconnect()`` ends the session with DESCONEXION. Use it as a context
+    manager to connect and close automatically.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5000, timeout: float | None = 5.0):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def __enter__(self) -> "UpperClient":
+        if self._sock is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "not connected"
+        return f"<UpperClient {self.address} {state}>"
+
+    # -- connection -----------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            raise ConnectError(f"already connected to {self.address}")
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except socket.gaierror as exc:
+            raise ConnectError(f"unknown host {self.host!r}: {exc.strerror}") from None
+        except TimeoutError:
+            raise ConnectError(
+                f"could not connect to {self.address}: timed out after {self.timeout}s"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.ECONNREFUSED:
+                reason = "connection refused (is the server running?)"
+            raise ConnectError(f"could not connect to {self.address}: {reason}") from None
+        except (OverflowError, ValueError) as exc:
+            raise ConnectError(f"could not connect to {self.address}: {exc}") from None
+        # Each line is a small write: without this, Nagle holds it back behind the last reply's ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._buffer.clear()
+        log.debug("connected to %s", self.address)
+
+    def close(self) -> None:
+        """Close the socket without ending the session politely."""
+        sock, self._sock = self._sock, None
+        self._buffer.clear()
+        if sock is not None:
+            sock.close()
+
+    def disconnect(self) -> None:
+        """Send DESCONEXION and wait for the server to close (raises if it does not in time).
+
+        Replies to lines sent earlier and never received are discarded.
+        """
+        self._sendall(KEYWORD + b"\n")
+        try:
+            while self._recv():
+                pass
+        except ReplyTimeout:
+            raise ReplyTimeout(
+                f"server {self.address} did not close the connection within "
+                f"{self.timeout}s after DESCONEXION"
+            ) from None
+        finally:
+            self.close()
+
+    # -- one line at a time ---------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Send one line (a newline is added). Its reply is read by ``receive()``."""
+        self._sendall(_encode_line(text))
+
+    def receive(self) -> str:
+        """The next reply line, without its terminator."""
+        return self._read_line().decode(*_ENCODING)
+
+    def upper(self, text: str) -> str:
+        """Send one line and return its reply, without the terminator."""
+        line = _encode_line(text)
+        if ends_session(line):
+            raise ValueError("DESCONEXION has no reply: use disconnect() to end the session")
+        self._sendall(line)
+        return self._read_line().decode(*_ENCODING)
+
+    # -- pipelined ------------------------------------------------------------
+
+    def upper_many(self, lines: Iterable[str]) -> Iterator[str]:
+        """Replies to many lines, pipelined: lines are written while replies are read.
+
+        A generator: it consumes ``lines`` lazily, so inputs of any size use bounded memory.
+        """
+        pending = bytearray()
+        for chunk in self.stream(self._batched(lines), half_close=False):
+            pending += chunk
+            start = 0
+            while (end := pending.find(b"\n", start)) != -1:
+                yield pending[start:end].decode(*_ENCODING)
+                start = end + 1
+            del pending[:start]
+
+    @staticmethod
+    def _batched(lines: Iterable[str]) -> Iterator[bytes]:
+        batch = bytearray()
+        for text in lines:
+            line = _encode_line(text)
+            if ends_session(line):
+                raise ValueError("DESCONEXION has no reply: use disconnect() to end the session")
+            batch += line
+            if len(batch) >= _BATCH_BYTES:
+                yield bytes(batch)
+                batch.clear()
+        if batch:
+            yield bytes(batch)
+
+    def stream(
+        self,
+        chunks: Iterable[bytes] = (),
+        *,
+        source_fd: int | None = None,
+        half_close: bool = True,
+    ) -> Iterator[bytes]:
+        """Pipe raw bytes through the server, yielding reply bytes as they arrive.
+
+        The input is ``chunks`` or, when ``source_fd`` is given, whatever can be read
+        from that descriptor (a pipe or terminal is watched, so replies keep flowing
+        while the producer is quiet). With ``half_close`` the client sends EOF after
+        the input and reads until the server closes: the session ends as the input
+        does. Without it, the stream ends once every line sent has its reply.
+        """
+        sock = self._require_socket()
+        exchange = _Exchange(self, sock, chunks, source_fd, half_close)
+        if self._buffer:
+            buffered = bytes(self._buffer)
+            self._buffer.clear()
+            yield buffered
+        sock.setblocking(False)
+        try:
+            yield from exchange.run()
+        finally:
+            if self._sock is sock:
+                sock.settimeout(self.timeout)
+        if half_close:
+            self.close()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _require_socket(self) -> socket.socket:
+        if self._sock is None:
+            raise NotConnected(f"not connected to {self.address}: call connect() first")
+        return self._sock
+
+    def _sendall(self, data: bytes) -> None:
+        sock = self._require_socket()
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            self.close()
+            raise ReplyTimeout(
+                f"timed out after {self.timeout}s sending to {self.address}"
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(
+                f"connection to {self.address} lost while sending: {exc.strerror or exc}"
+            ) from None
+
+    def _recv(self) -> bytes:
+        sock = self._require_socket()
+        try:
+            return sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            self.close()
+            raise ReplyTimeout(
+                f"timed out after {self.timeout}s waiting for {self.address}"
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(
+                f"connection to {self.address} lost: {exc.strerror or exc}"
+            ) from None
+
+    def _read_line(self) -> bytes:
+        buffer = self._buffer
+        scanned = 0
+        while (end := buffer.find(b"\n", scanned)) == -1:
+            scanned = len(buffer)
+            chunk = self._recv()
+            if not chunk:
+                self.close()
+                raise ConnectionLost(f"server {self.address} closed the connection")
+            buffer += chunk
+        line = bytes(buffer[:end])
+        del buffer[: end + 1]
+        return line
+
+
+class _Exchange:
+    """One pipelined ``stream()``: writes input while reading replies, on one selector."""
+
+    def __init__(self, client, sock, chunks, source_fd, half_close):
+        self.client = client
+        self.sock = sock
+        self.half_close = half_close
+        self.pending = memoryview(b"")
+        self.sent_lines = 0
+        self.received_lines = 0
+        self.source_done = False
+        self.chunks = iter(chunks)
+        self.source_fd = source_fd
+
+    def run(self) -> Iterator[bytes]:
+        selector = selectors.DefaultSelector()
+        try:
+            yield from self._loop(selector)
+        finally:
+            selector.close()
+
+    def _loop(self, selector) -> Iterator[bytes]:
+        sock = self.sock
+        sock_events = selectors.EVENT_READ
+        selector.register(sock, sock_events)
+        watch_source = self._watchable_source(selector)
+        source_watched = watch_source
+        if not watch_source:
+            self._pull_chunk()
+        while not self._finished():
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending else 0)
+            if wanted != sock_events:
+                selector.modify(sock, wanted)
+                sock_events = wanted
+            # Read the source only when its last chunk is sent: TCP backpressure then
+            # bounds what this process holds, however large the input.
+            wanted_source = watch_source and not self.source_done and not self.pending
+            if wanted_source != source_watched:
+                if wanted_source:
+                    selector.register(self.source_fd, selectors.EVENT_READ)
+                else:
+                    selector.unregister(self.source_fd)
+                source_watched = wanted_source
+            ready = selector.select(self._wait_limit())
+            if not ready:
+                self.client.close()
+                raise ReplyTimeout(
+                    f"timed out after {self.client.timeout}s waiting for {self.client.address}"
+                )
+            for key, events in ready:
+                if key.fileobj is not sock:
+                    self._read_source()
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    self._send_some(watch_source)
+                if events & selectors.EVENT_READ:
+                    data = self._recv_some()
+                    if data is None:
+                        continue
+                    if not data:
+                        self._server_closed()
+                        return
+                    self.received_lines += data.count(b"\n")
+                    yield data
+
+    def _watchable_source(self, selector) -> bool:
+        """Register a pipe or terminal to be watched; regular files are just read."""
+        if self.source_fd is None:
+            return False
+        try:
+            selector.register(self.source_fd, selectors.EVENT_READ)
+        except (OSError, ValueError):
+            # epoll refuses regular files and /dev/null: they never block anyway.
+            self.chunks = _read_chunks(self.source_fd)
+            return False
+        return True
+
+    def _wait_limit(self) -> float | None:
+        """Time out only while the server owes us something; a quiet producer is no fault."""
+        owed = self.pending or self.received_lines < self.sent_lines or self.source_done
+        return self.client.timeout if owed else None
+
+    def _finished(self) -> bool:
+        if not self.source_done or self.pending:
+            return False
+        return not self.half_close and self.received_lines >= self.sent_lines
+
+    def _pull_chunk(self) -> None:
+        while not self.pending and not self.source_done:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self._end_of_source()
+            else:
+                self._queue(chunk)
+
+    def _read_source(self) -> None:
+        chunk = os.read(self.source_fd, _RECV_SIZE)
+        if chunk:
+            self._queue(chunk)
+        else:
+            self._end_of_source()
+
+    def _queue(self, chunk: bytes) -> None:
+        self.pending = memoryview(chunk)
+        self.sent_lines += chunk.count(b"\n")
+
+    def _end_of_source(self) -> None:
+        self.source_done = True
+        if self.half_close:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                self.client.close()
+                raise ConnectionLost(
+                    f"connection to {self.client.address} lost: {exc.strerror or exc}"
+                ) from None
+
+    def _send_some(self, watch_source: bool) -> None:
+        try:
+            sent = self.sock.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.client.close()
+            raise ConnectionLost(
+                f"connection to {self.client.address} lost while sending: {exc.strerror or exc}"
+            ) from None
+        self.pending = self.pending[sent:]
+        if not watch_source:
+            self._pull_chunk()
+
+    def _recv_some(self):
+        try:
+            return self.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self.client.close()
+            raise ConnectionLost(
+                f"connection to {self.client.address} lost: {exc.strerror or exc}"
+            ) from None
+
+    def _server_closed(self) -> None:
+        if self.half_close:
+            # EOF answers our EOF, or a DESCONEXION line in the input ended the session.
+            return
+        self.client.close()
+        raise ConnectionLost(f"server {self.client.address} closed the connection")
+
+
+def _read_chunks(fd: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, _RECV_SIZE):
+        yield chunk

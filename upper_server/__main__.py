@@ -1,0 +1,3 @@
+from upper_server.cli import run
+
+run()
