@@ -122,5 +122,11 @@ class UpperSession:
         if self._decoder is None:
             self._decoder = _make_utf8_decoder("surrogateescape")
         text = self._decoder.decode(data)
-        self._utf8_pending = bool(self._decoder.getstate()[0])
+        pending = self._decoder.getstate()[0]
+        if pending[:1] == b"\xed" and pending[1:2] >= b"\xa0":
+            # CPython waits for a third byte here, but ED A0..BF can only start an
+            # encoded surrogate, never a character: it is invalid already.
+            text += self._decoder.decode(b"", final=True)
+            pending = b""
+        self._utf8_pending = bool(pending)
         return text.upper().encode("utf-8", "surrogateescape")
