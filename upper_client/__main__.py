@@ -1,0 +1,3 @@
+from upper_client.cli import run
+
+run()

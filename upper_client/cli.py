@@ -1,0 +1,151 @@
+"""``python -m upper_client``: one-shot messages, an interactive session, or a Unix filter."""
+
+import argparse
+import os
+import sys
+
+from upper_client.client import UpperClient
+from upper_client.errors import UpperClientError
+from upper_protocol import ends_session
+
+PROG = "upper_client"
+_ENCODING = ("utf-8", "surrogateescape")
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use a number from 1 to 65535")
+    return port
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use a number of seconds > 0")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Talk to an UPPER server. With MESSAGE arguments: send each and print "
+        "its reply. With a terminal: an interactive session. With piped input: a filter "
+        "that uppercases stdin to stdout through the server.",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("UPPER_HOST", "127.0.0.1"),
+        help="server address (default: $UPPER_HOST or 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port", type=port_number, default=None, help="server port (default: $UPPER_PORT or 5000)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=5.0,
+        help="seconds to wait for the server before giving up (default: %(default)s)",
+    )
+    parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="lines to send")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port is None:
+        try:
+            args.port = port_number(os.environ.get("UPPER_PORT", "5000"))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"UPPER_PORT: {exc}")
+    for message in args.messages:
+        if "\n" in message:
+            parser.error("a MESSAGE cannot contain a newline: pass each line as its own argument")
+    return args
+
+
+def write_line(text: str) -> None:
+    # Bytes, not print(): replies may carry invalid UTF-8 that must come out unchanged.
+    sys.stdout.buffer.write(text.encode(*_ENCODING) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def send_messages(client: UpperClient, messages: list[str]) -> int:
+    for position, message in enumerate(messages):
+        if ends_session(message.encode(*_ENCODING)):
+            client.disconnect()
+            unsent = len(messages) - position - 1
+            if unsent:
+                print(f"{PROG}: DESCONEXION ended the session; {unsent} message(s) not sent",
+                      file=sys.stderr)
+            return 0
+        write_line(client.upper(message))
+    client.disconnect()
+    return 0
+
+
+def interactive(client: UpperClient) -> int:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    print(f"connected to {client.address}; type DESCONEXION or press Ctrl+D to leave")
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            break
+        if ends_session(line.encode(*_ENCODING)):
+            break
+        write_line(client.upper(line))
+    client.disconnect()
+    print("connection closed")
+    return 0
+
+
+def filter_stdin(client: UpperClient) -> int:
+    """Pipe stdin through the server to stdout, pipelined, in bounded memory."""
+    out = sys.stdout.buffer
+    for chunk in client.stream(source_fd=sys.stdin.fileno(), half_close=True):
+        out.write(chunk)
+        out.flush()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    client = UpperClient(args.host, args.port, args.timeout)
+    try:
+        client.connect()
+        if args.messages:
+            return send_messages(client, args.messages)
+        if sys.stdin.isatty():
+            return interactive(client)
+        return filter_stdin(client)
+    except UpperClientError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (`| head`): stop quietly, as Unix filters do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    finally:
+        client.close()
+
+
+def run() -> None:
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
