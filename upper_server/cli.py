@@ -173,7 +173,9 @@ def main(argv=None) -> int:
     if args.workers > 1:
         from upper_server.workers import Supervisor
 
-        supervisor = Supervisor(listener, args.workers, lambda: make_server(listener, args))
+        supervisor = Supervisor(
+            listener, args.workers, lambda: make_server(listener, args), args.shutdown_timeout
+        )
         return supervisor.run(on_ready=lambda: announce(address))
     server = make_server(listener, args)
     server.start()
