@@ -38,16 +38,27 @@ class UpperSession:
     most 3), so memory stays constant however long a line is.
     """
 
-    __slots__ = ("ended", "_at_line_start", "_held", "_decoder", "_utf8_pending")
+    __slots__ = ("ended", "_plain", "_at_line_start", "_held", "_decoder", "_utf8_pending")
 
     def __init__(self) -> None:
         self.ended = False
+        self._plain = True  # not ended, nothing held back: the fast path applies
         self._at_line_start = True
         self._held = b""
         self._decoder = None
         self._utf8_pending = False
 
     def feed(self, data: bytes) -> bytes:
+        if (
+            self._plain
+            and data
+            and data[-1] == _LF
+            and data.isascii()
+            and KEYWORD not in data
+        ):
+            # The common case, complete ASCII lines and nothing held: one C-level upper.
+            self._at_line_start = True
+            return data.upper()
         if self.ended or not data:
             return b""
         if self._held:
@@ -56,6 +67,7 @@ class UpperSession:
         keyword_at = self._find_keyword_line(data)
         if keyword_at is not None:
             self.ended = True
+            self._plain = False
             return self._upper(data[:keyword_at])
         hold_from = self._start_of_possible_keyword(data)
         if hold_from is not None:
@@ -64,13 +76,16 @@ class UpperSession:
         self._at_line_start = bool(self._held) or data[-1:] == b"\n" or (
             not data and self._at_line_start
         )
-        return self._upper(data)
+        reply = self._upper(data)
+        self._plain = not (self._held or self._utf8_pending)
+        return reply
 
     def end_of_input(self) -> bytes:
         """The peer closed its sending side: flush what was held back, end the session."""
         if self.ended:
             return b""
         self.ended = True
+        self._plain = False
         held, self._held = self._held, b""
         if held == KEYWORD:
             return b""
