@@ -3,6 +3,7 @@
 Both listen on 127.0.0.1 port 0 and are always stopped, with timeouts everywhere.
 """
 
+import ctypes
 import os
 import re
 import selectors
@@ -13,6 +14,12 @@ import threading
 import time
 
 STARTUP_TIMEOUT = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_test_process() -> None:
+    """preexec_fn: the kernel sends SIGTERM if pytest dies, so no server is ever orphaned."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 _LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)$")
 
 
@@ -59,6 +66,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=self.env,
+            preexec_fn=die_with_test_process,
         )
         try:
             self.banner = read_line_with_timeout(self.process.stdout, STARTUP_TIMEOUT).strip()

@@ -5,11 +5,13 @@ import logging
 import resource
 import socket
 
+import _socket
+
 import gevent
-from gevent.pool import Pool
+from gevent.event import Event
 from gevent.server import StreamServer
 
-from upper_server.connection import Connection
+from upper_server.connection import DRAINING, WAITING_INPUT, Connection
 from upper_server.stats import ServerStats
 
 log = logging.getLogger(__name__)
@@ -17,9 +19,12 @@ log = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_LINGER_TIMEOUT = 5.0
+HIBERNATE_AFTER = 1.0
+"""Seconds a connection waits for input before its greenlet is given back."""
 FD_RESERVE = 100
 """Descriptors kept back from ``--max-connections`` for the listener, logs and the like."""
 
+_SWEEP_INTERVAL = 0.5
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_RETRY_MAX = 1.0
 
@@ -37,7 +42,7 @@ def format_address(address) -> str:
 
 
 class UpperServer(StreamServer):
-    """One greenlet per connection, each serving an ``UpperSession``.
+    """Serves each connection with its own greenlet and ``UpperSession``.
 
     ``listener`` is an address tuple or an already listening socket (as the
     pre-forked workers share one). ``stop()`` is graceful: connections answer
@@ -56,16 +61,21 @@ class UpperServer(StreamServer):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
         stats_interval: float = 0,
+        hibernate_after: float = HIBERNATE_AFTER,
     ) -> None:
+        super().__init__(listener)
         self.max_connections = max_connections or default_max_connections()
-        super().__init__(listener, spawn=Pool(self.max_connections))
         self.idle_timeout = idle_timeout
         self.shutdown_timeout = shutdown_timeout
         self.linger_timeout = linger_timeout
         self.stats_interval = stats_interval
+        self.hibernate_after = hibernate_after
         self.hub = gevent.get_hub()
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
+        self.stopping = False
+        self._all_closed = Event()
+        self._all_closed.set()
         self._accept_retry_delay = 0.0
         self._accept_paused = False
         self._helpers: list[gevent.Greenlet] = []
@@ -78,8 +88,7 @@ class UpperServer(StreamServer):
 
     def start(self) -> None:
         super().start()
-        if self.idle_timeout:
-            self._helpers.append(gevent.spawn(self._close_idle_connections))
+        self._helpers.append(gevent.spawn(self._sweep))
         if self.stats_interval:
             self._helpers.append(gevent.spawn(self._log_stats))
         log.debug("serving on %s, at most %d connections", self.address_text, self.max_connections)
@@ -88,17 +97,24 @@ class UpperServer(StreamServer):
         """Stop accepting, let every connection finish cleanly, force-close stragglers."""
         if timeout is None:
             timeout = self.shutdown_timeout
+        self.stopping = True
         self.close()
         for helper in self._helpers:
             helper.kill(block=False)
         for connection in list(self.connections):
             connection.request_stop()
-        self.pool.join(timeout=timeout)
-        if self.connections:
-            log.warning("closing %d connection(s) still open after %ss", len(self.connections), timeout)
-            self.pool.kill(block=True, timeout=1)
+        if not self._all_closed.wait(timeout):
+            log.warning(
+                "closing %d connection(s) still open after %ss", len(self.connections), timeout
+            )
+            for connection in list(self.connections):
+                connection.force_close()
+            self._all_closed.wait(1.0)
 
     # -- accepting ------------------------------------------------------------
+
+    def full(self) -> bool:
+        return len(self.connections) >= self.max_connections
 
     def do_read(self):
         try:
@@ -112,7 +128,8 @@ class UpperServer(StreamServer):
             if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                 return None  # the client gave up before we got to it
             raise
-        sock = socket.socket(self.socket.family, socket.SOCK_STREAM, fileno=fd)
+        # The C-level socket type: the stdlib's Python wrapper only adds per-connection cost.
+        sock = _socket.socket(self.socket.family, socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)
         # Replies go out as soon as they are ready; Nagle would hold a pipelined
         # client's replies back behind delayed ACKs (40 ms per round trip).
@@ -120,8 +137,25 @@ class UpperServer(StreamServer):
         if self._accept_paused:
             self._accept_paused = False
             self._accept_retry_delay = 0.0
-            log.warning("accepting connections again")
+            log.warning("accepting connections again on %s", self.address_text)
         return sock, address
+
+    def do_handle(self, sock: socket.socket, address) -> None:
+        # Registered right here, in the accept loop, so ``full()`` counts it at once.
+        try:
+            self.handle(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+
+    def handle(self, sock: socket.socket, address) -> None:
+        connection = Connection(sock, format_address(address), self)
+        self.connections.add(connection)
+        self._all_closed.clear()
+        self.stats.open_connections += 1
+        self.stats.connections_served += 1
+        log.debug("%s: connected", connection.peer)
+        connection.start()
 
     def _pause_accepting(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the listener for a while instead of spinning."""
@@ -138,40 +172,45 @@ class UpperServer(StreamServer):
         self._timer = self.loop.timer(self._accept_retry_delay)
         self._timer.start(self._start_accepting_if_started)
 
-    def _connection_closed(self) -> None:
-        if self._accept_paused and self._timer is not None:
-            # A descriptor just came free: no need to wait for the retry timer.
+    def connection_closed(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self.stats.open_connections -= 1
+        log.debug("%s: closed", connection.peer)
+        if not self.connections:
+            self._all_closed.set()
+        if self.stopping:
+            return
+        if self._watcher is None and (self._accept_paused or self._timer is None):
+            # A slot or a descriptor just came free: accept again without waiting.
             self.stop_accepting()
             self._start_accepting_if_started()
 
-    # -- serving --------------------------------------------------------------
+    # -- housekeeping ---------------------------------------------------------
 
-    def handle(self, sock: socket.socket, address) -> None:
-        peer = format_address(address)
-        connection = Connection(sock, peer, self)
-        self.connections.add(connection)
-        self.stats.open_connections += 1
-        self.stats.connections_served += 1
-        log.debug("%s: connected", peer)
-        try:
-            connection.serve()
-        finally:
-            self.connections.discard(connection)
-            self.stats.open_connections -= 1
-            log.debug("%s: closed", peer)
-            self._connection_closed()
-
-    def _close_idle_connections(self) -> None:
-        interval = min(1.0, max(0.05, self.idle_timeout / 4))
+    def _sweep(self) -> None:
+        """Close connections idle past the idle timeout; hibernate those idle a while."""
+        interval = _SWEEP_INTERVAL
+        if self.idle_timeout:
+            interval = min(interval, max(0.05, self.idle_timeout / 4))
         while True:
             gevent.sleep(interval)
-            deadline = self.loop.now() - self.idle_timeout
+            now = self.loop.now()
+            idle_since = now - self.idle_timeout if self.idle_timeout else None
+            quiet_since = now - self.hibernate_after
+            linger_since = now - self.linger_timeout
             for connection in list(self.connections):
-                if connection.active_at < deadline and not (
-                    connection.draining or connection.timed_out
-                ):
+                active_at = connection.active_at
+                waiting = connection.waiting
+                if waiting == DRAINING:
+                    if active_at < linger_since:
+                        connection.active_at = float("inf")  # asked once
+                        connection.request_linger_end()
+                elif idle_since is not None and active_at < idle_since:
                     self.stats.idle_timeouts += 1
+                    connection.active_at = float("inf")
                     connection.request_idle_close()
+                elif active_at < quiet_since and waiting == WAITING_INPUT:
+                    connection.request_hibernate()
 
     def _log_stats(self) -> None:
         while True:

@@ -1,0 +1,349 @@
+"""The side-by-side benchmark: ``python -m loadtest.bench``.
+
+Runs the project's server and the peer servers (``loadtest.peers``) under the
+same loads, one at a time, each server pinned to one CPU and the load driver
+(``loadtest.driver``) pinned to the others. Runs alternate between servers, and
+every figure is the median of ``--runs`` runs. Prints a markdown table and
+writes it, the raw results (JSON) and a chart (PNG) to ``--output``.
+
+Figures per server and load: verified messages per second, p50 and p99
+round-trip latency, server CPU microseconds per message (measured over the
+driver's window: the figure that still compares fairly when the driver
+saturates its core, which the report flags), RSS per idle connection, errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from loadtest.peers import PEERS
+
+SERVERS: dict[str, list[str]] = {
+    "upper": [sys.executable, "-m", "upper_server", "--log-level", "warning"],
+    **PEERS,
+}
+STARTUP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    title: str
+    driver_args: tuple[str, ...]
+    duration: float
+    warmup: float = 1.0
+    idle: bool = False
+
+
+LOADS = [
+    Load("pingpong", "1. ping-pong: 50 conns, one 16 B line in flight",
+         ("--mode", "pingpong", "--connections", "50", "--line-size", "16"), 4.0),
+    Load("pipelined", "2. pipelined: 50 conns, 16 lines of 64 B per round trip",
+         ("--mode", "pipeline", "--connections", "50", "--lines-per-round", "16",
+          "--line-size", "64"), 4.0),
+    Load("c10k", "3. C10K: 10,000 conns in ping-pong",
+         ("--mode", "pingpong", "--connections", "10000", "--line-size", "16",
+          "--connect-rate", "5000", "--ramp-timeout", "30"), 5.0, warmup=2.0),
+    Load("churn", "4. churn: 200 conns, 5 messages, DESCONEXION, reconnect",
+         ("--mode", "churn", "--connections", "200", "--messages-per-connection", "5",
+          "--line-size", "16"), 4.0),
+    Load("idle", "5. idle memory: 10,000 idle conns",
+         ("--mode", "idle", "--connections", "10000", "--connect-rate", "5000",
+          "--ramp-timeout", "30"), 3.0, warmup=3.0, idle=True),
+]
+HOLD_19K = Load("hold19k", "19,000 concurrent connections in one process",
+                ("--mode", "idle", "--connections", "19000", "--connect-rate", "5000",
+                 "--ramp-timeout", "60"), 2.0, warmup=2.0, idle=True)
+
+
+@dataclass
+class Measurement:
+    server: str
+    load: str
+    messages_per_s: float = 0.0
+    p50_us: float = 0.0
+    p99_us: float = 0.0
+    server_cpu_us_per_message: float = 0.0
+    rss_per_connection: float = 0.0
+    connections: int = 0
+    errors: int = 0
+    driver_saturated: bool = False
+    failed: str = ""
+    raw: dict = field(default_factory=dict)
+
+
+def start_server(name: str, cpu: int) -> tuple[subprocess.Popen, int]:
+    command = [*SERVERS[name], "--host", "127.0.0.1", "--port", "0"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    banner = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while not banner.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                break
+            chunk = os.read(process.stdout.fileno(), 256)
+            if not chunk:
+                break
+            banner += chunk
+    if b"listening on" not in banner:
+        process.kill()
+        raise RuntimeError(f"{name} did not start: {banner!r}")
+    return process, int(banner.strip().rsplit(b":", 1)[1])
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Measurement:
+    result = Measurement(name, load.name)
+    try:
+        server, port = start_server(name, server_cpu)
+    except RuntimeError as exc:
+        result.failed = str(exc)
+        return result
+    try:
+        watched = psutil.Process(server.pid)
+        time.sleep(0.3)
+        rss_before = watched.memory_info().rss
+        command = [
+            sys.executable, "-m", "loadtest.driver", "--port", str(port),
+            "--duration", str(load.duration), "--warmup", str(load.warmup),
+            *load.driver_args,
+        ]
+        driver = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, driver_cpus),
+        )
+        cpu_start = cpu_end = None
+        rss_loaded = rss_before
+        for line in driver.stderr:
+            event = _event(line)
+            if event == "measuring":
+                cpu_start = cpu_seconds(watched)
+            elif event == "measured":
+                cpu_end = cpu_seconds(watched)
+                rss_loaded = watched.memory_info().rss
+        output, _ = driver.communicate(timeout=load.duration + load.warmup + 120)
+        raw = json.loads(output)
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, psutil.Error) as exc:
+        result.failed = f"{type(exc).__name__}: {exc}"
+        return result
+    finally:
+        stop_server(server)
+    result.raw = raw
+    result.errors = raw.get("errors", 0)
+    result.connections = raw.get("connections", 0)
+    result.driver_saturated = bool(raw.get("driver_cpu_saturated"))
+    if load.idle:
+        verified = raw.get("verified", 0)
+        result.connections = verified
+        result.errors += raw.get("connections_target", 0) - verified
+        if verified:
+            result.rss_per_connection = (rss_loaded - rss_before) / verified
+        return result
+    result.messages_per_s = raw.get("messages_per_s", 0.0)
+    result.p50_us = raw.get("p50_us", 0.0)
+    result.p99_us = raw.get("p99_us", 0.0)
+    if cpu_start is not None and cpu_end is not None and raw.get("messages"):
+        result.server_cpu_us_per_message = (cpu_end - cpu_start) * 1e6 / raw["messages"]
+    return result
+
+
+def _event(line: str) -> str | None:
+    try:
+        return json.loads(line).get("event")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+def median_of(runs: list[Measurement]) -> Measurement:
+    good = [run for run in runs if not run.failed] or runs
+    first = good[0]
+    pick = lambda attribute: statistics.median(getattr(run, attribute) for run in good)  # noqa: E731
+    return Measurement(
+        first.server,
+        first.load,
+        messages_per_s=pick("messages_per_s"),
+        p50_us=pick("p50_us"),
+        p99_us=pick("p99_us"),
+        server_cpu_us_per_message=pick("server_cpu_us_per_message"),
+        rss_per_connection=pick("rss_per_connection"),
+        connections=min(run.connections for run in good),
+        errors=max(run.errors for run in good),
+        driver_saturated=any(run.driver_saturated for run in good),
+        failed="; ".join(sorted({run.failed for run in runs if run.failed})),
+    )
+
+
+def markdown_table(results: dict[str, dict[str, Measurement]], loads: list[Load]) -> str:
+    lines = []
+    for load in loads:
+        lines.append(f"\n**{load.title}**\n")
+        if load.idle:
+            lines.append("| server | connections held | RSS per connection | errors |")
+            lines.append("| --- | ---: | ---: | ---: |")
+        else:
+            lines.append("| server | messages/s | p50 | p99 | server CPU/msg | errors | note |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for server, by_load in results.items():
+            m = by_load.get(load.name)
+            if m is None:
+                continue
+            if load.idle:
+                lines.append(
+                    f"| {server} | {m.connections:,} | {m.rss_per_connection / 1024:.1f} KiB "
+                    f"| {m.errors} |"
+                )
+                continue
+            note = "driver CPU saturated" if m.driver_saturated else ""
+            if m.failed:
+                note = f"failed: {m.failed[:60]}"
+            lines.append(
+                f"| {server} | {m.messages_per_s:,.0f} | {m.p50_us / 1000:.2f} ms "
+                f"| {m.p99_us / 1000:.2f} ms | {m.server_cpu_us_per_message:.1f} µs "
+                f"| {m.errors} | {note} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def draw_chart(results: dict[str, dict[str, Measurement]], loads: list[Load], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = list(results)
+    figure, axes = plt.subplots(1, len(loads), figsize=(4.2 * len(loads), 4.2))
+    if len(loads) == 1:
+        axes = [axes]
+    for axis, load in zip(axes, loads):
+        if load.idle:
+            values = [results[s][load.name].rss_per_connection / 1024 for s in servers]
+            axis.set_title(f"{load.name}: KiB per connection\n(lower is better)", fontsize=9)
+        else:
+            values = [results[s][load.name].messages_per_s / 1000 for s in servers]
+            axis.set_title(f"{load.name}: thousand messages/s\n(higher is better)", fontsize=9)
+        colors = ["tab:red" if s == "upper" else "tab:gray" for s in servers]
+        axis.barh(servers, values, color=colors)
+        axis.invert_yaxis()
+        axis.tick_params(labelsize=8)
+        for y, value in enumerate(values):
+            axis.text(value, y, f" {value:,.1f}", va="center", fontsize=7)
+        axis.margins(x=0.25)
+    figure.suptitle(
+        f"UPPER servers, each pinned to one core ({platform.processor() or platform.machine()}, "
+        f"{psutil.cpu_count()} CPUs), median of runs",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS))
+    parser.add_argument("--loads", nargs="+", choices=[load.name for load in LOADS],
+                        default=[load.name for load in LOADS])
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply durations (0.3 for a quick look)")
+    parser.add_argument("--hold-19k", action="store_true",
+                        help="also check that the project's server holds 19,000 connections")
+    parser.add_argument("--output", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        parser.error("needs at least 2 CPUs: one for the server, the rest for the driver")
+    server_cpu, driver_cpus = cpus[0], set(cpus[1:])
+    loads = [
+        Load(load.name, load.title, load.driver_args, max(1.0, load.duration * args.scale),
+             max(0.5, load.warmup * args.scale) if not load.idle else load.warmup, load.idle)
+        for load in LOADS if load.name in args.loads
+    ]
+    runs: dict[tuple[str, str], list[Measurement]] = {}
+    for run in range(1, args.runs + 1):
+        for load in loads:
+            # Alternate servers within each run so drift on the machine hits all alike.
+            order = args.servers if run % 2 else list(reversed(args.servers))
+            for server in order:
+                m = measure(server, load, server_cpu, driver_cpus)
+                runs.setdefault((server, load.name), []).append(m)
+                figure = (f"{m.rss_per_connection / 1024:.1f} KiB/conn" if load.idle
+                          else f"{m.messages_per_s:,.0f} msg/s p99 {m.p99_us / 1000:.2f} ms")
+                print(f"run {run} {load.name:9s} {server:17s} {figure} errors={m.errors}"
+                      f"{' FAILED ' + m.failed if m.failed else ''}", file=sys.stderr, flush=True)
+    results = {
+        server: {load.name: median_of(runs[(server, load.name)]) for load in loads}
+        for server in args.servers
+    }
+    extra = ""
+    if args.hold_19k and "upper" in args.servers:
+        held = measure("upper", HOLD_19K, server_cpu, driver_cpus)
+        extra = (f"\n**{HOLD_19K.title}**: upper held {held.connections:,} verified connections, "
+                 f"{held.errors} errors, {held.rss_per_connection / 1024:.1f} KiB each.\n")
+        results_19k = {"upper": held.__dict__}
+    else:
+        results_19k = {}
+    saturated = sorted({f"{s}/{l}" for s, by in results.items() for l, m in by.items()
+                        if m.driver_saturated})
+    header = (
+        f"Machine: {psutil.cpu_count()} CPUs, {platform.machine()}, Linux "
+        f"{platform.release()}, Python {platform.python_version()}. Server on CPU {server_cpu}, "
+        f"driver on CPU(s) {sorted(driver_cpus)}; median of {args.runs} run(s).\n"
+        f"Command: `python -m loadtest.bench {' '.join(argv if argv is not None else sys.argv[1:])}`\n"
+    )
+    if saturated:
+        header += ("\nThe driver saturated its core in: " + ", ".join(saturated) +
+                   ". There the messages/s figures measure the driver as much as the server; "
+                   "server CPU per message is the fair comparison.\n")
+    table = header + markdown_table(results, loads) + extra
+    print(table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "bench.md").write_text(table)
+    (args.output / "bench.json").write_text(json.dumps(
+        {"results": {s: {l: m.__dict__ for l, m in by.items()} for s, by in results.items()},
+         "hold19k": results_19k}, indent=1, default=str))
+    draw_chart(results, loads, args.output / "bench.png")
+    print(f"wrote {args.output / 'bench.md'}, {args.output / 'bench.png'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
