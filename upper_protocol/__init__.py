@@ -6,9 +6,10 @@ unit tests all share this one definition of what the server answers.
 
 from upper_protocol.session import (
     KEYWORD,
+    KeywordScanner,
     UpperSession,
     ends_session,
     uppercase,
 )
 
-__all__ = ["KEYWORD", "UpperSession", "ends_session", "uppercase"]
+__all__ = ["KEYWORD", "KeywordScanner", "UpperSession", "ends_session", "uppercase"]
