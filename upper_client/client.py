@@ -10,14 +10,17 @@ import logging
 import os
 import selectors
 import socket
+import sys
 from collections.abc import Iterable, Iterator
 
 from upper_client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
-from upper_protocol import KEYWORD, ends_session
+from upper_protocol import KEYWORD, KeywordScanner, ends_session
 
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 256 * 1024
+_LINE_RECV_SIZE = 64 * 1024
+"""What one-line reads ask for: under the allocator's mmap threshold, so no mmap per reply."""
 _BATCH_BYTES = 64 * 1024
 _ENCODING = ("utf-8", "surrogateescape")
 
@@ -43,6 +46,7 @@ class UpperClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
+        self._cooperative: _Cooperative | None = None
 
     @property
     def address(self) -> str:
@@ -127,7 +131,7 @@ class UpperClient:
     def upper(self, text: str) -> str:
         """Send one line and return its reply, without the terminator."""
         line = _encode_line(text)
-        if ends_session(line):
+        if line.startswith(KEYWORD) and ends_session(line):
             raise ValueError("DESCONEXION has no reply: use disconnect() to end the session")
         self._sendall(line)
         return self._read_line().decode(*_ENCODING)
@@ -202,7 +206,11 @@ class UpperClient:
     def _sendall(self, data: bytes) -> None:
         sock = self._require_socket()
         try:
-            sock.sendall(data)
+            # One send() is all a line takes; sendall() finishes what it could not send
+            # (under gevent, sendall() alone costs a getsockopt() and more per call).
+            sent = sock.send(data)
+            if sent < len(data):
+                sock.sendall(memoryview(data)[sent:])
         except TimeoutError:
             self.close()
             raise ReplyTimeout(
@@ -217,7 +225,12 @@ class UpperClient:
     def _recv(self) -> bytes:
         sock = self._require_socket()
         try:
-            return sock.recv(_RECV_SIZE)
+            cooperative = self._cooperative
+            if cooperative is None or cooperative.sock is not sock:
+                cooperative = self._cooperative = _Cooperative.of(sock)
+            if cooperative is not None:
+                return cooperative.recv()
+            return sock.recv(_LINE_RECV_SIZE)
         except TimeoutError:
             self.close()
             raise ReplyTimeout(
@@ -231,6 +244,16 @@ class UpperClient:
 
     def _read_line(self) -> bytes:
         buffer = self._buffer
+        if not buffer:
+            # The usual case, one reply per request: it arrives as one whole line.
+            chunk = self._recv()
+            end = chunk.find(b"\n")
+            if end != -1 and end == len(chunk) - 1:
+                return chunk[:end]
+            if not chunk:
+                self.close()
+                raise ConnectionLost(f"server {self.address} closed the connection")
+            buffer += chunk
         scanned = 0
         while (end := buffer.find(b"\n", scanned)) == -1:
             scanned = len(buffer)
@@ -242,6 +265,73 @@ class UpperClient:
         line = bytes(buffer[:end])
         del buffer[: end + 1]
         return line
+
+
+class _Cooperative:
+    """``recv()`` on a gevent socket without gevent's per-call overhead.
+
+    A gevent socket's ``recv()`` tries the call, catches EAGAIN, then waits under a
+    new ``gevent.Timeout`` object: most of the client's cost per round trip. This
+    parks on the socket's own read watcher, with one reusable timer for the
+    timeout, then reads the underlying non-blocking socket. It behaves like
+    ``sock.recv()``: the same data, ``TimeoutError`` after ``sock.timeout`` seconds
+    without input, ``OSError`` on errors, and a greenlet waiting here can be
+    killed. Used only for gevent's sockets (the standard library monkey-patched,
+    as inside Locust); plain blocking sockets take the ordinary path.
+    """
+
+    __slots__ = ("sock", "_raw", "_watcher", "_wait", "_loop", "_getcurrent", "_timer", "_after")
+
+    def __init__(self, sock, raw, watcher, hub, getcurrent) -> None:
+        self.sock = sock
+        self._raw = raw
+        self._watcher = watcher
+        self._wait = hub.wait
+        self._loop = hub.loop
+        self._getcurrent = getcurrent
+        self._timer = None
+        self._after = None
+
+    @classmethod
+    def of(cls, sock) -> "_Cooperative | None":
+        """The fast path for ``sock`` if it is a gevent socket, else ``None``."""
+        gevent_socket = sys.modules.get("gevent.socket")
+        if gevent_socket is None or not isinstance(sock, gevent_socket.socket):
+            return None
+        try:
+            raw, watcher, hub = sock._sock, sock._read_event, sock.hub
+            getcurrent = sys.modules["gevent"].getcurrent
+            hub.wait, hub.loop.timer  # noqa: B018 (what recv() relies on)
+        except (AttributeError, KeyError):  # a gevent whose internals differ
+            return None
+        return cls(sock, raw, watcher, hub, getcurrent)
+
+    def recv(self) -> bytes:
+        sock = self.sock
+        while True:
+            timeout = sock.timeout
+            if timeout is not None and timeout <= 0 or self._watcher.callback is not None:
+                # A non-blocking socket (nothing to wait for), or another greenlet is
+                # already waiting on it (gevent raises ConcurrentObjectUseError).
+                return sock.recv(_LINE_RECV_SIZE)
+            if timeout is None:
+                self._wait(self._watcher)
+            else:
+                timer = self._timer
+                if timer is None or self._after != timeout:
+                    if timer is not None:
+                        timer.close()
+                    timer = self._timer = self._loop.timer(timeout)
+                    self._after = timeout
+                timer.start(self._getcurrent().throw, TimeoutError)
+                try:
+                    self._wait(self._watcher)
+                finally:
+                    timer.stop()
+            try:
+                return self._raw.recv(_LINE_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
 
 
 class _Exchange:
@@ -257,6 +347,8 @@ class _Exchange:
         self.source_done = False
         self.chunks = iter(chunks)
         self.source_fd = source_fd
+        # Whether the input itself ended the session with a DESCONEXION line.
+        self.keyword = KeywordScanner()
 
     def run(self) -> Iterator[bytes]:
         selector = selectors.DefaultSelector()
@@ -349,7 +441,8 @@ class _Exchange:
 
     def _queue(self, chunk: bytes) -> None:
         self.pending = memoryview(chunk)
-        self.sent_lines += chunk.count(b"\n")
+        if not self.keyword.found:
+            self.sent_lines += self.keyword.scan(chunk).count(b"\n")
 
     def _end_of_source(self) -> None:
         self.source_done = True
@@ -368,6 +461,11 @@ class _Exchange:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
+            if self.keyword.found:
+                # The session is over: what was not sent would never be answered anyway.
+                self.pending = memoryview(b"")
+                self.source_done = True
+                return
             self.client.close()
             raise ConnectionLost(
                 f"connection to {self.client.address} lost while sending: {exc.strerror or exc}"
@@ -388,11 +486,15 @@ class _Exchange:
             ) from None
 
     def _server_closed(self) -> None:
-        if self.half_close:
-            # EOF answers our EOF, or a DESCONEXION line in the input ended the session.
-            return
+        """EOF from the server: the expected end, or the server going away."""
+        if self.keyword.found:
+            return  # a DESCONEXION line in the input ended the session
+        if self.half_close and self.source_done and self.received_lines >= self.sent_lines:
+            return  # our EOF, answered in full
         self.client.close()
-        raise ConnectionLost(f"server {self.client.address} closed the connection")
+        missing = self.sent_lines - self.received_lines
+        detail = f" with {missing} line(s) unanswered" if missing > 0 else ""
+        raise ConnectionLost(f"server {self.client.address} closed the connection{detail}")
 
 
 def _read_chunks(fd: int) -> Iterator[bytes]:
