@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import math
 import os
 import resource
 import signal
@@ -36,7 +37,7 @@ def non_negative(kind):
             value = kind(text)
         except ValueError:
             value = -1
-        if value < 0:
+        if not (value >= 0 and math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: use a number >= 0")
         return value
 
@@ -139,8 +140,12 @@ def make_server(listener, args) -> UpperServer:
     )
 
 
-def serve_until_signalled(server: UpperServer) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+def serve_until_signalled(server: UpperServer, on_ready=lambda: None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    ``on_ready`` runs once the handlers are in place: a signal sent as soon as
+    the ready line appears must already be a graceful stop.
+    """
     import gevent
     from gevent.event import Event
 
@@ -150,6 +155,7 @@ def serve_until_signalled(server: UpperServer) -> None:
         gevent.signal_handler(signal.SIGINT, stop_requested.set),
     ]
     try:
+        on_ready()
         stop_requested.wait()
         logging.getLogger(PROG).info("shutting down")
         server.stop()
@@ -179,8 +185,7 @@ def main(argv=None) -> int:
         return supervisor.run(on_ready=lambda: announce(address))
     server = make_server(listener, args)
     server.start()
-    announce(address)
-    serve_until_signalled(server)
+    serve_until_signalled(server, on_ready=lambda: announce(address))
     return 0
 
 
