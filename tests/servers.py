@@ -75,7 +75,7 @@ class ServerProcess:
             raise
         match = _LISTENING.search(self.banner)
         if not match:
-            stderr = self.stop_and_collect()[1]
+            stderr = self.stop_and_collect()[2]
             raise RuntimeError(f"server did not start: {self.banner!r} {stderr!r}")
         self.host, self.port = match["host"], int(match["port"])
         return self

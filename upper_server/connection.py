@@ -44,6 +44,10 @@ class Hibernate(Exception):
     """Idle for a while: give the greenlet's memory back until input arrives."""
 
 
+class ClientNotReading(Exception):
+    """Idle timeout while a reply waits to be sent: nobody is reading, drop it now."""
+
+
 class LingerExpired(Exception):
     """The peer did not close within the linger timeout after our FIN."""
 
@@ -121,10 +125,10 @@ class Connection:
                 self._release()
         elif reason is GreenletExit:
             self.greenlet.throw(reason)
-        elif (
-            self.waiting == WAITING_INPUT
-            or (reason is IdleTimeout and self.waiting == WAITING_OUTPUT)
-            or (reason is LingerExpired and self.waiting == DRAINING)
+        elif reason is IdleTimeout and self.waiting == WAITING_OUTPUT:
+            self.greenlet.throw(ClientNotReading)
+        elif self.waiting == WAITING_INPUT or (
+            reason is LingerExpired and self.waiting == DRAINING
         ):
             self.greenlet.throw(reason)
 
@@ -149,12 +153,14 @@ class Connection:
                 return
             except (StopServing, IdleTimeout) as why:
                 self.waiting = None
-                # Whatever the session still holds back was read: it gets its reply.
-                self._send_all(self.session.end_of_input())
                 if isinstance(why, IdleTimeout):
                     log.info("%s: closed after %ss idle", self.peer, self.server.idle_timeout)
+                # Whatever the session still holds back was read: it gets its reply. The
+                # idle clock restarts, so a client that does not read it is dropped in turn.
+                self.active_at = self.server.loop.now()
+                self._send_all(self.session.end_of_input())
             self._close_cleanly()
-        except IdleTimeout:
+        except ClientNotReading:
             log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
         except GreenletExit:
             log.info("%s: closed at the shutdown timeout", self.peer)
