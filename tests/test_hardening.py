@@ -1,0 +1,693 @@
+"""Production hardening over real sockets: timeouts, limits, shutdown, workers, EMFILE, leaks.
+
+Every test drives ``python -m upper_server`` (or an in-thread ``UpperServer`` when it
+reads counters) through 127.0.0.1 and checks behaviour only, never internals.
+Each would fail without the feature it covers. Timeouts everywhere; the only time
+assertions are the ones a feature promises ("closed after the timeout, within a
+generous margin").
+"""
+
+import gc
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+
+import greenlet
+import psutil
+import pytest
+from conftest import read_exactly, read_until_eof
+from reference_model import expected_reply
+from servers import ServerProcess
+
+pytestmark = pytest.mark.timeout(90)
+
+CLOSE_WAIT = 15.0
+"""How long a test waits for something the server must do "soon" (noisy shared CI)."""
+
+_LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close() sends RST
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def eventually(predicate, timeout: float = CLOSE_WAIT, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def read_until_closed(sock: socket.socket, timeout: float = CLOSE_WAIT) -> bytes:
+    """Everything sent until the server closes (EOF or reset); socket.timeout if it never does."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def pump(socks, first: bytes, segment: bytes, blocked_for: float = 1.0, limit: int = 64 << 20):
+    """Send ``first`` then ``segment`` over and over on every socket, never reading.
+
+    Stops when each socket has been blocked for ``blocked_for`` (or was reset by the
+    server), or has taken ``limit`` bytes, or after 30 s: a server that never pushes back
+    fails the caller's bound instead of hanging the test. Returns {socket: bytes accepted}
+    and the set of sockets that ended blocked.
+    """
+    pending = {sock: memoryview(first) for sock in socks}
+    accepted = dict.fromkeys(socks, 0)
+    blocked_since = {}
+    blocked, done = set(), set()
+    for sock in socks:
+        sock.setblocking(False)
+    give_up = time.monotonic() + 30
+    while len(done) < len(socks) and time.monotonic() < give_up:
+        for sock in socks:
+            if sock in done:
+                continue
+            try:
+                sent = sock.send(pending[sock])
+            except BlockingIOError:
+                now = time.monotonic()
+                blocked_since.setdefault(sock, now)
+                if now - blocked_since[sock] >= blocked_for:
+                    blocked.add(sock)
+                    done.add(sock)
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                done.add(sock)  # the server dropped it while we were still pushing
+                continue
+            blocked_since.pop(sock, None)
+            accepted[sock] += sent
+            pending[sock] = pending[sock][sent:] or memoryview(segment)
+            if accepted[sock] >= limit:
+                done.add(sock)
+        time.sleep(0.01)
+    for sock in socks:
+        sock.settimeout(CLOSE_WAIT)
+    return accepted, blocked
+
+
+ASCII_LINES = (b"x" * 1023 + b"\n") * 64  # 64 KiB
+
+
+class StderrTail:
+    """Reads a running server's stderr as it comes, without ever blocking."""
+
+    def __init__(self, server: ServerProcess):
+        self.fd = server.process.stderr.fileno()
+        self.data = b""
+
+    def read(self) -> str:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while selector.select(0):
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    break
+                self.data += chunk
+        return self.data.decode(errors="replace")
+
+    def wait_for(self, predicate, timeout: float = CLOSE_WAIT) -> str:
+        eventually(lambda: predicate(self.read()), timeout)
+        return self.read()
+
+
+def wait_for_exit(server: ServerProcess, timeout: float = 30.0):
+    """Wait for a server that was already signalled: (exit code, stdout, stderr)."""
+    try:
+        stdout, stderr = server.process.communicate(timeout=timeout)
+    except Exception:
+        server.kill()
+        raise
+    return server.process.returncode, stdout.decode(), stderr.decode()
+
+
+def process_alive(pid: int, created: float) -> bool:
+    """Whether that very process (not a reuse of its pid) still runs (zombies do not)."""
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def answers(address, text: str = "sigo aquí") -> bool:
+    with socket.create_connection(address, timeout=CLOSE_WAIT) as sock:
+        sock.sendall(text.encode() + b"\n")
+        expected = text.upper().encode() + b"\n"
+        return read_exactly(sock, len(expected)) == expected
+
+
+# -- --idle-timeout ----------------------------------------------------------------------
+
+IDLE = 0.5
+
+
+@pytest.fixture(scope="module")
+def idle_server():
+    with ServerProcess("--idle-timeout", str(IDLE), "--log-level", "warning") as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("sent", "streamed", "flushed"),
+    [
+        (b"", b"", b""),
+        (b"hola", b"HOLA", b""),  # a slowloris that stalls mid-line
+        (b"DESC", b"", b"DESC"),  # held back as a possible keyword: flushed at the close
+        (b"uno\nDESCONEXION\r", b"UNO\n", b"DESCONEXION\r"),
+        (b"caf\xc3", b"CAF", b"\xc3"),  # incomplete UTF-8: comes back unchanged at the close
+    ],
+    ids=["idle", "stalled-mid-line", "held-keyword-prefix", "held-keyword-cr", "held-utf8"],
+)
+def test_idle_client_is_closed_after_the_idle_timeout(
+    idle_server, connect, sent, streamed, flushed
+):
+    assert streamed + flushed == expected_reply(sent)
+    sock = connect(idle_server.address)
+    started = time.monotonic()
+    if sent:
+        sock.sendall(sent)
+    assert read_exactly(sock, len(streamed)) == streamed
+    # Everything read gets its reply before the close; then EOF.
+    assert read_until_closed(sock) == flushed
+    assert time.monotonic() - started >= IDLE * 0.8, "closed before the idle timeout"
+
+
+def test_drip_faster_than_the_idle_timeout_keeps_the_connection(start_server, connect):
+    timeout = 1.0
+    server = start_server("--idle-timeout", str(timeout), "--log-level", "warning")
+    sock = connect(server.address)
+    started = time.monotonic()
+    letters = iter(b"abcdefghijklmnopqrstuvwxyz" * 4)
+    while time.monotonic() - started < 3.5 * timeout:  # several idle timeouts
+        letter = bytes([next(letters)])
+        sock.sendall(letter)
+        assert read_exactly(sock, 1) == letter.upper()  # answered as it drips
+        time.sleep(timeout / 4)
+    sock.sendall(b" fin\n")
+    assert read_exactly(sock, 5) == b" FIN\n"
+
+
+def test_idle_timeout_zero_never_closes(start_server, connect):
+    server = start_server("--idle-timeout", "0", "--log-level", "warning")
+    sock = connect(server.address)
+    sock.sendall(b"hola\n")
+    assert read_exactly(sock, 5) == b"HOLA\n"
+    sock.sendall(b"DESC")  # held back: an idle close would flush it, and we'd see it
+    sock.settimeout(1.5)
+    with pytest.raises(socket.timeout):
+        sock.recv(100)
+    sock.settimeout(CLOSE_WAIT)
+    sock.sendall(b"ONEXIONES\nsigo\n")
+    assert read_exactly(sock, 19) == b"DESCONEXIONES\nSIGO\n"
+
+
+# -- --max-connections -------------------------------------------------------------------
+
+
+def test_connections_past_the_maximum_wait_in_the_backlog(start_server, connect):
+    server = start_server("--max-connections", "3", "--log-level", "warning")
+    served = [connect(server.address) for _ in range(3)]
+    for number, sock in enumerate(served):
+        sock.sendall(b"cliente %d\n" % number)
+        assert read_exactly(sock, 10) == b"CLIENTE %d\n" % number
+    waiting = connect(server.address)  # the handshake completes in the backlog: not refused
+    waiting.sendall(b"cuarto\n")
+    waiting.settimeout(1.0)
+    with pytest.raises(socket.timeout):  # neither answered nor reset while 3 are open
+        waiting.recv(100)
+    served[0].sendall(b"sigo\n")
+    assert read_exactly(served[0], 5) == b"SIGO\n"
+    served[1].sendall(b"DESCONEXION\n")
+    assert read_until_eof(served[1]) == b""
+    served[1].close()
+    waiting.settimeout(CLOSE_WAIT)
+    assert read_exactly(waiting, 7) == b"CUARTO\n"
+
+
+# -- --shutdown-timeout, SIGTERM and SIGINT ----------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_graceful_shutdown_answers_everything_read_then_closes_cleanly(
+    start_server, connect, signum
+):
+    server = start_server()
+    # (sent, what proves the server has read it all) for clients in mid-session.
+    sessions = [
+        (b"hola\nmundo", b"HOLA\nMUNDO"),
+        (b"uno\nDESC", b"UNO\n"),  # "DESC" is held back: it must come at the close
+        ("canción\nstra\xc3".encode(), "CANCIÓN\nSTRA".encode()),
+        (b"", b""),
+    ]
+    clients = []
+    for sent, streamed in sessions:
+        sock = connect(server.address)
+        if sent:
+            sock.sendall(sent)
+        assert read_exactly(sock, len(streamed)) == streamed
+        clients.append((sock, sent, streamed))
+    # One more client has a large reply in flight: the server is blocked writing to it.
+    bulk = b"".join(b"linea %07d\n" % i for i in range(600_000))  # ~8 MB
+    busy = connect(server.address)
+    sender_errors = []
+
+    def send_bulk():
+        try:
+            busy.sendall(bulk)
+        except OSError as exc:
+            sender_errors.append(exc)
+
+    sender = threading.Thread(target=send_bulk, daemon=True)
+    sender.start()
+    time.sleep(0.5)  # what has already been sent has been read
+
+    server.send_signal(signum)
+    for sock, sent, streamed in clients:
+        # read_until_eof raises on a reset: the replies must all arrive, then a FIN.
+        assert streamed + read_until_eof(sock) == expected_reply(sent)
+    reply = read_until_eof(busy)
+    assert reply, "the busy client got nothing"
+    assert reply == bulk[: len(reply)].upper(), "a reply was cut or mangled"
+    sender.join(CLOSE_WAIT)
+    assert not sender.is_alive()
+
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=5).close()
+    for sock, *_ in clients:
+        sock.close()
+    busy.close()
+    code, _stdout, stderr = wait_for_exit(server)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_client_that_never_reads_is_closed_after_the_shutdown_timeout(
+    start_server, connect, signum
+):
+    timeout = 1.0
+    server = start_server("--shutdown-timeout", str(timeout), "--log-level", "warning")
+    stuck = connect(server.address)
+    _accepted, blocked = pump([stuck], ASCII_LINES, ASCII_LINES)
+    assert blocked, "the server never pushed back"
+    polite = connect(server.address)
+    polite.sendall(b"adios")
+    assert read_exactly(polite, 5) == b"ADIOS"
+
+    started = time.monotonic()
+    server.send_signal(signum)
+    assert read_until_eof(polite) == b""  # the polite one is closed at once, cleanly
+    polite.close()
+    code, _stdout, stderr = wait_for_exit(server, timeout=timeout + 20)
+    elapsed = time.monotonic() - started
+    assert code == 0, stderr
+    assert elapsed >= timeout * 0.8, "the straggler did not get its shutdown timeout"
+    assert elapsed < timeout + 10, f"exit took {elapsed:.1f}s with --shutdown-timeout {timeout}"
+    # The straggler's connection is gone (EOF or reset once its unread replies are read).
+    read_until_closed(stuck)
+
+
+# -- --workers ---------------------------------------------------------------------------
+
+
+def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int, float]:
+    """{pid: create_time} of the parent's live children, once there are ``count`` of them."""
+    found = {}
+
+    def ready():
+        nonlocal found
+        try:
+            found = {
+                child.pid: child.create_time()
+                for child in parent.children()
+                if child.status() != psutil.STATUS_ZOMBIE
+            }
+        except psutil.NoSuchProcess:
+            return False
+        return len(found) == count and not set(found) & set(exclude)
+
+    assert eventually(ready), f"expected {count} workers, found {found}"
+    return found
+
+
+@pytest.fixture
+def seen_workers():
+    """{pid: create_time} of the workers a test saw; any still alive at the end is killed."""
+    seen = {}
+    yield seen
+    for pid, created in seen.items():
+        if process_alive(pid, created):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_are_supervised_and_stop_with_the_parent(start_server, seen_workers):
+    server = start_server("--workers", "2", "--log-level", "warning")
+    parent = psutil.Process(server.pid)
+    workers = wait_for_workers(parent, 2)
+    seen_workers.update(workers)
+    assert answers(server.address)
+
+    victim = next(iter(workers))
+    os.kill(victim, signal.SIGKILL)
+    replaced = wait_for_workers(parent, 2, exclude=[victim])
+    seen_workers.update(replaced)
+    assert set(replaced) - set(workers), "no new worker was started"
+    all_workers = {**workers, **replaced}
+    for number in range(20):  # whichever worker takes them, they are served
+        assert answers(server.address, f"cliente {number}")
+
+    # Mid-session clients, spread over the workers by the kernel, get a clean close.
+    clients = [socket.create_connection(server.address, timeout=CLOSE_WAIT) for _ in range(10)]
+    try:
+        for sock in clients:
+            sock.sendall(b"a medias")
+            assert read_exactly(sock, 8) == b"A MEDIAS"
+        server.send_signal(signal.SIGTERM)
+        for sock in clients:
+            assert read_until_eof(sock) == b""
+    finally:
+        for sock in clients:
+            sock.close()
+    code, _stdout, stderr = wait_for_exit(server)
+    assert code == 0, stderr
+    survivors = [pid for pid, created in all_workers.items() if process_alive(pid, created)]
+    assert not survivors, f"workers outlived the parent: {survivors}"
+
+
+def test_workers_exit_when_the_parent_is_killed(start_server, seen_workers):
+    server = start_server("--workers", "2", "--log-level", "warning")
+    workers = wait_for_workers(psutil.Process(server.pid), 2)
+    seen_workers.update(workers)
+    assert answers(server.address)
+    server.process.kill()
+    server.process.wait(timeout=10)
+    assert eventually(
+        lambda: not any(process_alive(pid, created) for pid, created in workers.items())
+    ), "workers kept running after the parent was killed"
+    server.process.communicate(timeout=10)  # the workers held the pipes; now they are gone
+
+
+def test_workers_zero_means_one_per_cpu(start_server, seen_workers):
+    cpus = len(os.sched_getaffinity(0))
+    if cpus > 16:
+        pytest.skip(f"{cpus} CPUs: too many workers for a quick test")
+    server = start_server("--workers", "0", "--log-level", "warning")
+    seen_workers.update(wait_for_workers(psutil.Process(server.pid), cpus if cpus > 1 else 0))
+    assert answers(server.address)
+    code, _stdout, stderr = server.stop_and_collect()
+    assert code == 0, stderr
+
+
+# -- out of file descriptors -------------------------------------------------------------
+
+FD_LIMIT = 40
+_WITH_FD_LIMIT = (
+    "import os, resource, sys; "
+    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT})); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
+def test_out_of_descriptors_keeps_serving_without_spinning():
+    # The limit is set in the child and the server exec'd in place: same pid, same pipes.
+    server = ServerProcess("--max-connections", "1000", "--log-level", "warning")
+    server.command[1:1] = ["-c", _WITH_FD_LIMIT]
+    server.start()
+    try:
+        _check_out_of_descriptors(server)
+    finally:
+        server.kill()
+
+
+def _check_out_of_descriptors(server: ServerProcess) -> None:
+    assert server.command[0] == sys.executable
+    stderr = StderrTail(server)
+    free = FD_LIMIT - server.open_descriptors()
+    clients = [
+        socket.create_connection(server.address, timeout=CLOSE_WAIT) for _ in range(free + 8)
+    ]
+    try:
+        for number, sock in enumerate(clients):
+            sock.sendall(b"cliente %03d\n" % number)
+        log = stderr.wait_for(lambda text: "cannot accept" in text)
+        assert "cannot accept" in log, f"no warning about running out of descriptors: {log!r}"
+
+        # Sort the clients into served and still waiting in the backlog.
+        replies = {sock: b"" for sock in clients}
+        with selectors.DefaultSelector() as selector:
+            for sock in clients:
+                selector.register(sock, selectors.EVENT_READ)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                for key, _ in selector.select(0.1):
+                    chunk = key.fileobj.recv(100)
+                    assert chunk, "a client was closed instead of served or kept waiting"
+                    replies[key.fileobj] += chunk
+        expected = {sock: b"CLIENTE %03d\n" % n for n, sock in enumerate(clients)}
+        served = [sock for sock in clients if replies[sock] == expected[sock]]
+        waiting = [sock for sock in clients if not replies[sock]]
+        assert len(served) + len(waiting) == len(clients), "a reply came back cut"
+        assert len(served) >= free - 8, "existing connections were not served"
+        assert len(waiting) >= 4, "every client was accepted: the limit was never hit"
+
+        # While out of descriptors the accept loop must back off, not burn the CPU.
+        process = psutil.Process(server.pid)
+        before = process.cpu_times()
+        time.sleep(1.0)
+        after = process.cpu_times()
+        busy = (after.user - before.user) + (after.system - before.system)
+        assert busy < 0.3, f"the server burned {busy:.2f}s of CPU in 1s while out of descriptors"
+        # Many failed retries by now, one warning for the whole burst.
+        assert stderr.read().count("cannot accept") == 1, stderr.read()
+
+        # Open connections keep being served.
+        for sock in served[:3]:
+            sock.sendall(b"sigo\n")
+            assert read_exactly(sock, 5) == b"SIGO\n"
+
+        # Descriptors come free: the clients in the backlog are accepted and answered.
+        for sock in served[: len(waiting) + 5]:
+            sock.close()
+        for sock in waiting:
+            sock.settimeout(CLOSE_WAIT)
+            assert read_exactly(sock, len(expected[sock])) == expected[sock]
+        assert answers(server.address)
+    finally:
+        for sock in clients:
+            sock.close()
+    code, _stdout, log = server.stop_and_collect()
+    assert code == 0, log
+
+
+# -- backpressure: a client that sends and never reads -----------------------------------
+
+
+def test_client_that_never_reads_is_held_back_then_dropped(start_server, connect):
+    idle = 2.0
+    server = start_server("--idle-timeout", str(idle), "--log-level", "warning")
+    descriptors = server.open_descriptors()
+    process = psutil.Process(server.pid)
+    sock = connect(server.address)
+    warm_up = b"y" * 65535 + b"\n"  # so allocator start-up does not count as growth
+    sock.sendall(warm_up)
+    assert read_exactly(sock, len(warm_up)) == warm_up.upper()
+    baseline = process.memory_info().rss
+
+    accepted, _blocked = pump([sock], ASCII_LINES, ASCII_LINES)
+    growth = process.memory_info().rss - baseline
+    assert accepted[sock] < 32 << 20, (
+        f"the server took {accepted[sock]} bytes from a client that never reads"
+    )
+    assert growth < 8 << 20, f"server RSS grew by {growth} bytes"
+
+    # No progress in either direction: dropped after the idle timeout.
+    assert eventually(lambda: server.open_descriptors() == descriptors, idle + CLOSE_WAIT), (
+        "the connection of a client that never reads was never dropped"
+    )
+    read_until_closed(sock)
+    assert answers(server.address)
+
+
+def test_client_that_stops_reading_with_bytes_held_back_is_still_dropped(start_server):
+    """Blocked writing to a client that never reads while the session holds bytes back.
+
+    Every segment ends with the first 3 bytes of a 4-byte character, so whenever the
+    server blocks, it holds them. The idle close must not wait forever to flush them
+    to a client that does not read: "no progress for the idle timeout" still holds.
+    """
+    idle = 2.0
+    server = start_server("--idle-timeout", str(idle), "--log-level", "warning")
+    descriptors = server.open_descriptors()
+    emoji = "😀".encode()
+    first = b"a" + emoji * 16383 + emoji[:3]  # 64 KiB
+    segment = emoji[3:] + emoji * 16383 + emoji[:3]  # 64 KiB, continues the stream
+    clients = []
+    try:
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            clients.append(sock)
+            # A small receive buffer keeps its window shut: the server's sends stay blocked.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(CLOSE_WAIT)
+            sock.connect(server.address)
+        accepted, _blocked = pump(clients, first, segment)
+        assert max(accepted.values()) < 32 << 20
+        assert eventually(lambda: server.open_descriptors() == descriptors, idle + CLOSE_WAIT), (
+            f"{server.open_descriptors() - descriptors} connection(s) of clients that stopped "
+            f"reading were never dropped (--idle-timeout {idle})"
+        )
+    finally:
+        for sock in clients:
+            sock.close()
+    assert answers(server.address)
+
+
+# -- resets, half-closes, vanishing clients: nothing leaks -------------------------------
+
+
+def misbehave(address) -> None:
+    """A batch of clients that go away in every rude way there is."""
+
+    def opened():
+        return socket.create_connection(address, timeout=CLOSE_WAIT)
+
+    def reset(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        sock.close()
+
+    for _ in range(10):
+        opened().close()  # close right after connect
+        reset(opened())  # reset right after connect
+        with opened() as sock:  # vanish mid-line
+            sock.sendall(b"a medias")
+        with opened() as sock:  # vanish mid-character
+            sock.sendall(b"caf\xe2\x82")
+        with opened() as sock:  # vanish with a possible keyword held back
+            sock.sendall(b"DESCONEX")
+        with opened() as sock:  # half-close, then vanish without reading
+            sock.sendall(b"hola\nadios")
+            sock.shutdown(socket.SHUT_WR)
+        sock = opened()  # reset after DESCONEXION, replies unread
+        sock.sendall(b"uno\nDESCONEXION\nmas\n")
+        reset(sock)
+        sock = opened()  # reset half-way through a big reply
+        sock.sendall(b"z" * 200_000 + b"\n")
+        read_exactly(sock, 1000)
+        reset(sock)
+        sock = opened()  # reset while the half-closed server drains
+        sock.sendall(b"DESCONEXION\n")
+        assert read_until_eof(sock) == b""
+        sock.sendall(b"sobra\n" * 1000)
+        reset(sock)
+
+
+def test_rude_clients_leak_no_descriptors(start_server):
+    server = start_server("--log-level", "warning")
+    before = server.open_descriptors()
+    misbehave(server.address)
+    assert answers(server.address)
+    assert eventually(lambda: server.open_descriptors() == before), (
+        f"{server.open_descriptors() - before} descriptor(s) leaked"
+    )
+    code, _stdout, stderr = server.stop_and_collect()
+    assert code == 0
+    assert "Traceback" not in stderr, stderr
+
+
+def live_greenlets(hub) -> int:
+    """Greenlets of the server's thread not yet finished (raw ones too: spawn_raw)."""
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, greenlet.greenlet) and obj.parent is hub and not obj.dead
+    )
+
+
+def test_rude_clients_leak_no_connections_or_greenlets(threaded_server):
+    running = threaded_server()
+    hub = running._hub  # the test helper's hub in the server thread
+    baseline = live_greenlets(hub)
+    misbehave(running.address)
+    assert answers(running.address)
+    assert running.wait_until(lambda server: server.stats.open_connections == 0, CLOSE_WAIT)
+    assert eventually(lambda: live_greenlets(hub) == baseline), (
+        f"{live_greenlets(hub) - baseline} greenlet(s) still alive"
+    )
+
+
+# -- --stats-interval and the counters ---------------------------------------------------
+
+
+def parse_counters(line: str) -> dict[str, int]:
+    return {
+        key: int(value)
+        for key, value in (field.split("=", 1) for field in line.split() if "=" in field)
+        if value.isdigit()
+    }
+
+
+def test_stats_interval_logs_the_counters(start_server, connect):
+    quiet = start_server()  # --stats-interval defaults to 0: off
+    server = start_server("--stats-interval", "0.2")
+    stderr = StderrTail(server)
+    for running in (server, quiet):
+        sock = connect(running.address)
+        sock.sendall(b"uno\ndos\ntres\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_eof(sock) == b"UNO\nDOS\nTRES\n"
+        sock.close()
+
+    def final_counters(text):
+        lines = [line for line in text.splitlines() if "lines_in=" in line]
+        if not lines:
+            return False
+        counters = parse_counters(lines[-1])
+        return counters.get("served") == 1 and counters.get("open") == 0
+
+    log = stderr.wait_for(final_counters)
+    stats_lines = [line for line in log.splitlines() if "lines_in=" in line]
+    assert stats_lines, f"no stats line in {log!r}"
+    counters = parse_counters(stats_lines[-1])
+    assert counters == {
+        "open": 0,
+        "served": 1,
+        "lines_in": 3,
+        "lines_out": 3,
+        "bytes_in": 13,
+        "bytes_out": 13,
+        "errors": 0,
+    }
+    code, _stdout, quiet_log = quiet.stop_and_collect()
+    assert code == 0
+    assert "lines_in=" not in quiet_log and "stats" not in quiet_log.lower()
+
+
+def test_counters_are_readable_from_python(threaded_server, connect):
+    running = threaded_server()
+    sent = b"hola\n" + "straße ΐ\n".encode()  # ΐ uppercases to three code points
+    reply = expected_reply(sent)
+    assert len(reply) > len(sent)
+    sock = connect(running.address)
+    sock.sendall(sent)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_until_eof(sock) == reply
+    sock.close()
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    stats = running.stats
+    assert stats.connections_served == 1
+    assert (stats.lines_in, stats.lines_out) == (2, 2)
+    assert (stats.bytes_in, stats.bytes_out) == (len(sent), len(reply))
+    assert stats.errors == 0
