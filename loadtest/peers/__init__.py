@@ -1,0 +1,43 @@
+"""Reference servers for the UPPER protocol, written the way their users usually write them.
+
+They are the comparison in the benchmark: the same protocol served by the
+textbook code of each framework (asyncio streams, asyncio protocols, uvloop,
+socketserver threads, gevent), idiomatic rather than tuned. Each one:
+
+- runs as ``python -m <module> --host 127.0.0.1 --port 0 [flags]``;
+- prints exactly one line ``NAME listening on HOST:PORT`` (the real port) to
+  stdout, flushed, once it accepts connections;
+- answers every LF-terminated line with its uppercase
+  (``line.decode("utf-8", "surrogateescape").upper().encode(...)``), CR kept;
+- ends the session on a line that is exactly ``DESCONEXION`` (optional CR): no
+  reply, the server closes; it also closes on EOF, answering a last line
+  without LF;
+- exits 0, quietly, on SIGTERM or SIGINT.
+
+Unlike ``upper_server`` they do not stream: a line is answered once its LF has
+arrived, so an endless line costs memory proportional to its length (or, for
+asyncio streams, ends the session at the 64 KiB ``StreamReader`` limit). They
+do not linger on close either: after ``DESCONEXION`` they simply close, which
+resets the connection if the client had already sent more. Those two points
+are what the protocol asks of the project's server and not of these peers.
+
+``PEERS`` maps the display name used in benchmark reports to the argv that
+starts the peer, without ``--host``/``--port``, exactly like
+``[sys.executable, "-m", "upper_server", "--log-level", "warning"]`` starts
+the project's own server.
+"""
+
+from __future__ import annotations
+
+import sys
+
+PEERS: dict[str, list[str]] = {
+    "asyncio-streams": [sys.executable, "-m", "loadtest.peers.asyncio_streams"],
+    "uvloop-streams": [sys.executable, "-m", "loadtest.peers.asyncio_streams", "--uvloop"],
+    "asyncio-protocol": [sys.executable, "-m", "loadtest.peers.asyncio_protocol"],
+    "uvloop-protocol": [sys.executable, "-m", "loadtest.peers.asyncio_protocol", "--uvloop"],
+    "threading": [sys.executable, "-m", "loadtest.peers.threading_server"],
+    "gevent-textbook": [sys.executable, "-m", "loadtest.peers.gevent_textbook"],
+}
+
+__all__ = ["PEERS"]

@@ -1,0 +1,230 @@
+"""The benchmark's peer servers and its load driver: they speak the protocol and work together.
+
+Each peer is started as a subprocess on port 0, exactly the way the benchmark
+starts it (``loadtest.peers.PEERS``). No timing assertions: the driver runs for
+about a second and must have verified replies and no errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest import driver
+from loadtest.peers import PEERS
+from upper_protocol import uppercase
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"^(\w+) listening on ([\d.]+):(\d+)$")
+TIMEOUT = 5.0
+
+
+def start(argv: list[str], name: str | None = None) -> tuple[subprocess.Popen, int]:
+    """Start a server on 127.0.0.1:0; return it and the port its ready line names.
+
+    ``name``, the first word of the ready line, defaults to the module's name.
+    """
+    proc = subprocess.Popen(
+        [*argv, "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 10.0)
+        assert ready, "no ready line within 10 s"
+        line = proc.stdout.readline().decode().strip()
+        m = LISTENING.match(line)
+        assert m, f"unexpected ready line {line!r}"
+        if name is None:
+            name = argv[argv.index("-m") + 1].rsplit(".", 1)[1]
+        assert m.group(1) == name
+        return proc, int(m.group(3))
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def stop(proc: subprocess.Popen) -> int | None:
+    """SIGTERM, then SIGKILL if needed; return the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for f in (proc.stdout, proc.stderr):
+        if f:
+            f.close()
+    return proc.returncode
+
+
+@pytest.fixture(params=list(PEERS), scope="module")
+def peer(request):
+    proc, port = start(PEERS[request.param])
+    try:
+        yield port
+    finally:
+        stop(proc)
+
+
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    s.settimeout(TIMEOUT)
+    return s
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def recv_all(s: socket.socket) -> bytes:
+    """Everything until the server closes."""
+    buf = b""
+    while chunk := s.recv(65536):
+        buf += chunk
+    return buf
+
+
+def test_one_line(peer):
+    with connect(peer) as s:
+        s.sendall(b"hola servidor\n")
+        assert recv_exactly(s, 14) == b"HOLA SERVIDOR\n"
+        s.sendall(b"hola\r\n")
+        assert recv_exactly(s, 6) == b"HOLA\r\n"
+
+
+def test_pipelined_batch(peer):
+    lines = [b"canci\xc3\xb3n\n", b"stra\xc3\x9fe\r\n", b"abc\xff\n", b"\n", b"desconexion\n"]
+    lines *= 50
+    expected = b"".join(uppercase(line) for line in lines)
+    assert b"STRASSE\r\n" in expected and b"ABC\xff\n" in expected
+    with connect(peer) as s:
+        s.sendall(b"".join(lines))
+        assert recv_exactly(s, len(expected)) == expected
+
+
+def test_desconexion_closes(peer):
+    with connect(peer) as s:
+        s.sendall(b"a\nb\nDESCONEXION\n")
+        assert recv_all(s) == b"A\nB\n"
+
+
+def test_eof_answers_and_closes(peer):
+    with connect(peer) as s:
+        s.sendall(b"x\ny")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b"X\nY"
+
+
+@pytest.mark.parametrize("name", list(PEERS))
+def test_sigterm_with_open_connection_exits_zero(name):
+    proc, port = start(PEERS[name])
+    try:
+        with connect(port) as s:
+            s.sendall(b"x\n")
+            assert recv_exactly(s, 2) == b"X\n"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(5) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def uvloop_peer():
+    proc, port = start(PEERS["uvloop-protocol"])
+    try:
+        yield port
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "pingpong", "connections": 20},
+        {"mode": "pipeline", "connections": 10, "lines_per_round": 8},
+        {"mode": "churn", "connections": 10, "messages_per_connection": 3},
+    ],
+    ids=lambda kw: kw["mode"],
+)
+def test_driver(uvloop_peer, kwargs):
+    r = driver.run(port=uvloop_peer, duration=0.8, warmup=0.2, **kwargs)
+    assert r["errors"] == 0, r
+    assert r["messages"] > 0 and r["messages_per_s"] > 0, r
+    assert r["p50_us"] is not None and r["p50_us"] <= r["p99_us"], r
+    assert r["driver_cpu_s"] >= 0
+    if kwargs["mode"] == "churn":
+        assert r["sessions"] > 0, r
+    else:
+        assert r["connections"] == kwargs["connections"], r
+
+
+def test_driver_idle(uvloop_peer):
+    r = driver.run(port=uvloop_peer, connections=100, duration=0.3, warmup=0, mode="idle")
+    assert r["errors"] == 0, r
+    assert r["connections"] == 100 and r["verified"] == 100, r
+
+
+def test_driver_cli_against_threading_peer():
+    """The CLI prints one JSON object; also churn against a thread-per-client server."""
+    proc, port = start(PEERS["threading"])
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "loadtest.driver", "--port", str(port), "--quiet"]
+            + ["--mode", "churn", "--connections", "5", "--duration", "0.8", "--warmup", "0.2"]
+            + ["--messages-per-connection", "2"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        r = json.loads(out.stdout)
+        assert r["mode"] == "churn" and r["errors"] == 0 and r["messages"] > 0, r
+        assert r["sessions"] > 0, r
+    finally:
+        stop(proc)
+
+
+ECHO_SERVER = """
+import socketserver
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+with Server(("127.0.0.1", 0), Echo) as server:
+    print("echo listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+    server.serve_forever()
+"""
+
+
+def test_driver_counts_errors_against_a_wrong_server():
+    """An echo server (no uppercase) is caught: errors, nothing verified."""
+    proc, port = start([sys.executable, "-c", ECHO_SERVER], name="echo")
+    try:
+        r = driver.run(
+            port=port, connections=2, duration=0.5, warmup=0, ramp_timeout=1, connect_timeout=1
+        )
+        assert r["messages"] == 0 and r["connections"] == 0, r
+        assert r["errors"] > 0 and "mismatch" in r["error_kinds"], r
+    finally:
+        proc.kill()
+        stop(proc)
