@@ -249,7 +249,7 @@ def draw_chart(results: dict[str, dict[str, Measurement]], loads: list[Load], pa
     figure, axes = plt.subplots(1, len(loads), figsize=(4.2 * len(loads), 4.2))
     if len(loads) == 1:
         axes = [axes]
-    for axis, load in zip(axes, loads):
+    for axis, load in zip(axes, loads, strict=True):
         if load.idle:
             values = [results[s][load.name].rss_per_connection / 1024 for s in servers]
             axis.set_title(f"{load.name}: KiB per connection\n(lower is better)", fontsize=9)
@@ -321,13 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         results_19k = {"upper": held.__dict__}
     else:
         results_19k = {}
-    saturated = sorted({f"{s}/{l}" for s, by in results.items() for l, m in by.items()
-                        if m.driver_saturated})
+    saturated = sorted({f"{server}/{load}" for server, by_load in results.items()
+                        for load, m in by_load.items() if m.driver_saturated})
     header = (
         f"Machine: {psutil.cpu_count()} CPUs, {platform.machine()}, Linux "
         f"{platform.release()}, Python {platform.python_version()}. Server on CPU {server_cpu}, "
         f"driver on CPU(s) {sorted(driver_cpus)}; median of {args.runs} run(s).\n"
-        f"Command: `python -m loadtest.bench {' '.join(argv if argv is not None else sys.argv[1:])}`\n"
+        f"Command: `python -m loadtest.bench {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
     )
     if saturated:
         header += ("\nThe driver saturated its core in: " + ", ".join(saturated) +
@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.md").write_text(table)
     (args.output / "bench.json").write_text(json.dumps(
-        {"results": {s: {l: m.__dict__ for l, m in by.items()} for s, by in results.items()},
+        {"results": {server: {load: m.__dict__ for load, m in by_load.items()}
+                     for server, by_load in results.items()},
          "hold19k": results_19k}, indent=1, default=str))
     draw_chart(results, loads, args.output / "bench.png")
     print(f"wrote {args.output / 'bench.md'}, {args.output / 'bench.png'}", file=sys.stderr)

@@ -148,7 +148,8 @@ def test_protocol_examples(server, connect, sent, expected):
 def test_replies_come_in_order_when_pipelined(server, connect):
     lines = [f"línea número {i}\n".encode() for i in range(5000)]
     payload = b"".join(lines) + b"DESCONEXION\n"
-    assert exchange(connect, server, payload) == b"".join(line.decode().upper().encode() for line in lines)
+    expected = b"".join(line.decode().upper().encode() for line in lines)
+    assert exchange(connect, server, payload) == expected
 
 
 def test_streaming_answers_before_the_newline(server, connect):

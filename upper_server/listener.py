@@ -26,7 +26,9 @@ def open_listener(host: str, port: int, backlog: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise ListenError(f"address {shown} is already in use") from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise ListenError(f"cannot listen on {shown}: no such address on this machine") from None
+            raise ListenError(
+                f"cannot listen on {shown}: no such address on this machine"
+            ) from None
         if exc.errno == errno.EACCES:
             raise ListenError(f"cannot listen on {shown}: permission denied") from None
         raise ListenError(f"cannot listen on {shown}: {exc.strerror or exc}") from None

@@ -1,11 +1,10 @@
 """``UpperServer``: a gevent ``StreamServer`` that answers every line in uppercase."""
 
+import _socket
 import errno
 import logging
 import resource
 import socket
-
-import _socket
 
 import gevent
 from gevent.event import Event
