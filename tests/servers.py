@@ -129,6 +129,18 @@ class ThreadedServer:
     def stats(self):
         return self.server.stats
 
+    def live_greenlets(self) -> int:
+        """Greenlets of the server's thread not yet finished (raw ones too: spawn_raw)."""
+        import gc
+
+        import greenlet
+
+        return sum(
+            1
+            for obj in gc.get_objects()
+            if isinstance(obj, greenlet.greenlet) and obj.parent is self._hub and not obj.dead
+        )
+
     def _run(self) -> None:
         import gevent
         from gevent.event import Event

@@ -7,7 +7,6 @@ assertions are the ones a feature promises ("closed after the timeout, within a
 generous margin").
 """
 
-import gc
 import os
 import selectors
 import signal
@@ -16,7 +15,6 @@ import sys
 import threading
 import time
 
-import greenlet
 import psutil
 import pytest
 from conftest import read_exactly, read_until_eof
@@ -607,24 +605,14 @@ def test_rude_clients_leak_no_descriptors(start_server):
     assert "Traceback" not in stderr, stderr
 
 
-def live_greenlets(hub) -> int:
-    """Greenlets of the server's thread not yet finished (raw ones too: spawn_raw)."""
-    return sum(
-        1
-        for obj in gc.get_objects()
-        if isinstance(obj, greenlet.greenlet) and obj.parent is hub and not obj.dead
-    )
-
-
 def test_rude_clients_leak_no_connections_or_greenlets(threaded_server):
     running = threaded_server()
-    hub = running._hub  # the test helper's hub in the server thread
-    baseline = live_greenlets(hub)
+    baseline = running.live_greenlets()
     misbehave(running.address)
     assert answers(running.address)
     assert running.wait_until(lambda server: server.stats.open_connections == 0, CLOSE_WAIT)
-    assert eventually(lambda: live_greenlets(hub) == baseline), (
-        f"{live_greenlets(hub) - baseline} greenlet(s) still alive"
+    assert eventually(lambda: running.live_greenlets() == baseline), (
+        f"{running.live_greenlets() - baseline} greenlet(s) still alive"
     )
 
 

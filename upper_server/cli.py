@@ -13,7 +13,6 @@ from upper_server.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     UpperServer,
-    default_max_connections,
     format_address,
 )
 
@@ -134,7 +133,7 @@ def make_server(listener, args) -> UpperServer:
     return UpperServer(
         listener,
         idle_timeout=args.idle_timeout,
-        max_connections=args.max_connections or default_max_connections(),
+        max_connections=args.max_connections or None,
         shutdown_timeout=args.shutdown_timeout,
         stats_interval=args.stats_interval,
     )

@@ -1,0 +1,36 @@
+"""Idle connections give their greenlet back and get a new one when they speak."""
+
+import socket
+
+from conftest import read_exactly, read_until_eof
+
+
+def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
+    running = threaded_server(hibernate_after=0.2, idle_timeout=0)
+    baseline = running.live_greenlets()
+    clients = [socket.create_connection(running.address, timeout=10) for _ in range(20)]
+    try:
+        for client in clients:
+            client.sendall(b"hola\nDESCON")  # a keyword prefix stays held across the sleep
+            assert read_exactly(client, 5) == b"HOLA\n"
+        assert running.wait_until(
+            lambda server: len(server.connections) == 20
+            and all(connection.hibernating for connection in server.connections)
+        ), "connections still hold a greenlet after waiting for input"
+        assert running.live_greenlets() == baseline
+        assert running.stats.open_connections == 20
+
+        for client in clients[:10]:
+            client.sendall(b"EXION\n")  # completes the keyword held before hibernating
+        for client in clients[10:]:
+            client.sendall(b"TADO\n")  # or turns out to be text
+        for client in clients[:10]:
+            assert read_until_eof(client) == b""
+        for client in clients[10:]:
+            assert read_exactly(client, 11) == b"DESCONTADO\n"
+        assert running.wait_until(lambda server: server.stats.open_connections == 10)
+    finally:
+        for client in clients:
+            client.close()
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    assert running.stats.snapshot()["connections_served"] == 20
