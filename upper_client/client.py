@@ -272,25 +272,23 @@ class _Cooperative:
 
     A gevent socket's ``recv()`` tries the call, catches EAGAIN, then waits under a
     new ``gevent.Timeout`` object: most of the client's cost per round trip. This
-    parks on the socket's own read watcher, with one reusable timer for the
-    timeout, then reads the underlying non-blocking socket. It behaves like
-    ``sock.recv()``: the same data, ``TimeoutError`` after ``sock.timeout`` seconds
-    without input, ``OSError`` on errors, and a greenlet waiting here can be
-    killed. Used only for gevent's sockets (the standard library monkey-patched,
-    as inside Locust); plain blocking sockets take the ordinary path.
+    parks on the socket's own read watcher with a bare loop timer for the timeout,
+    then reads the underlying non-blocking socket. It behaves like ``sock.recv()``:
+    the same data, ``TimeoutError`` after ``sock.timeout`` seconds without input,
+    ``OSError`` on errors, and a greenlet waiting here can be killed. Used only
+    for gevent's sockets (the standard library monkey-patched, as inside Locust);
+    plain blocking sockets take the ordinary path.
     """
 
-    __slots__ = ("sock", "_raw", "_watcher", "_wait", "_loop", "_getcurrent", "_timer", "_after")
+    __slots__ = ("sock", "_raw", "_watcher", "_wait", "_timer", "_getcurrent")
 
     def __init__(self, sock, raw, watcher, hub, getcurrent) -> None:
         self.sock = sock
         self._raw = raw
         self._watcher = watcher
         self._wait = hub.wait
-        self._loop = hub.loop
+        self._timer = hub.loop.timer
         self._getcurrent = getcurrent
-        self._timer = None
-        self._after = None
 
     @classmethod
     def of(cls, sock) -> "_Cooperative | None":
@@ -317,17 +315,14 @@ class _Cooperative:
             if timeout is None:
                 self._wait(self._watcher)
             else:
-                timer = self._timer
-                if timer is None or self._after != timeout:
-                    if timer is not None:
-                        timer.close()
-                    timer = self._timer = self._loop.timer(timeout)
-                    self._after = timeout
+                # A new timer for every wait: a restarted libev timer would only get
+                # what was left of its previous run, not the full timeout.
+                timer = self._timer(timeout)
                 timer.start(self._getcurrent().throw, TimeoutError)
                 try:
                     self._wait(self._watcher)
                 finally:
-                    timer.stop()
+                    timer.close()
             try:
                 return self._raw.recv(_LINE_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
