@@ -1,0 +1,1 @@
+"""Load tests for UPPER servers: the Locust harness (``locustfile``, ``tcp_user``) and drivers."""

@@ -1,0 +1,359 @@
+"""``TcpUser``: a Locust ``User`` for servers that speak the UPPER line protocol.
+
+Locust only ships HTTP users. This module does for the UPPER protocol what
+``FastHttpUser`` does for HTTP: ``self.client`` is a client whose every
+operation is a Locust request (it fires the ``request`` event), so statistics,
+the web UI, the CSV and HTML reports and distributed runs all work as usual.
+
+The protocol itself is not re-implemented here: ``LocustUpperClient`` wraps the
+project's :class:`upper_client.UpperClient` (and ``loadtest/locustfile.py``
+computes the expected replies with :func:`upper_protocol.uppercase`).
+
+The host (``--host`` or the class's ``host``) is ``tcp://HOST:PORT`` or
+``HOST:PORT`` (IPv6 as ``[::1]:5000``); a malformed one stops Locust at start
+with a clear error instead of turning every request into a failure.
+"""
+
+from __future__ import annotations
+
+import _socket
+import logging
+import sys
+from time import perf_counter
+
+import gevent
+from gevent.hub import Waiter
+from locust import User, events
+from locust.exception import StopUser
+from locust.runners import WorkerRunner
+
+from upper_client.client import UpperClient
+from upper_client.errors import UpperClientError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "tcp://127.0.0.1:5000"
+REQUEST_TYPE = "TCP"
+"""The "Type" column of Locust's statistics for every request made by ``TcpUser``."""
+
+_ENCODING = ("utf-8", "surrogateescape")
+_MISMATCH_SHOWN = 60
+"""How much of a wrong reply (and of the expected one) a failure message quotes."""
+
+
+class HostError(ValueError):
+    """``--host`` is not ``tcp://HOST:PORT`` or ``HOST:PORT``."""
+
+
+class WrongReply(Exception):
+    """The server answered, but not with the expected uppercase."""
+
+
+def parse_host(host: str | None) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` (``None`` or empty: the default) -> ``(HOST, PORT)``."""
+    text = (host or DEFAULT_HOST).strip()
+    address = text
+    if "://" in address:
+        scheme, address = address.split("://", 1)
+        if scheme.lower() != "tcp":
+            raise HostError(
+                f"invalid host {text!r}: the scheme must be tcp:// "
+                f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
+            )
+    if address.endswith("/"):
+        address = address[:-1]
+    if address.startswith("[") and "]" in address:  # [::1]:5000
+        name, _, after = address[1:].partition("]")
+        colon, port_text = after[:1], after[1:]
+        if after and colon != ":":
+            colon = port_text = ""
+    else:
+        name, colon, port_text = address.rpartition(":")
+    problem = None
+    if ":" in name and not address.startswith("["):
+        problem = "an IPv6 address goes in brackets, as in [::1]:5000"
+    elif not colon:
+        problem = "it has no port"
+    elif not name or any(c in name for c in "/[]@ ?#"):
+        problem = f"{name!r} is not a host name or address"
+    elif not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        problem = f"{port_text!r} is not a port number (1-65535)"
+    if problem:
+        raise HostError(
+            f"invalid host {text!r}: {problem} "
+            f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
+        )
+    return name, int(port_text)
+
+
+def describe_mismatch(expected: str, reply: str) -> str:
+    """``expected 'HOLA', got 'hola'``, quoting long replies around their first difference."""
+    if len(expected) > _MISMATCH_SHOWN or len(reply) > _MISMATCH_SHOWN:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(expected, reply, strict=False)) if a != b),
+            min(len(expected), len(reply)),
+        )
+        start = max(0, at - 10)
+
+        def quote(text: str) -> str:
+            part = text[start : start + _MISMATCH_SHOWN]
+            more = len(text) > start + len(part)
+            return ("…" if start else "") + repr(part) + ("…" if more else "")
+
+        return (
+            f"expected {quote(expected)} ({len(expected)} chars), "
+            f"got {quote(reply)} ({len(reply)} chars), first difference at char {at}"
+        )
+    return f"expected {expected!r}, got {reply!r}"
+
+
+class LocustUpperClient:
+    """An :class:`~upper_client.UpperClient` whose operations are Locust requests.
+
+    Each call fires one ``request`` event (``request_type`` ``"TCP"``) and returns
+    whether it succeeded; failures are in the statistics, never raised. The
+    client's own errors (refused, timed out, reset: ``UpperClientError``) leave it
+    disconnected, so ``connected`` tells whether the session can go on.
+    """
+
+    __slots__ = (
+        "upper_client",
+        "yield_before_send",
+        "_upper",
+        "_fire",
+        "_context",
+        "_user",
+        "_hub",
+        "_run_callback",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        request_event,
+        user=None,
+        yield_before_send: bool = True,
+    ) -> None:
+        self.upper_client = UpperClient(host, port, timeout)
+        self.yield_before_send = yield_before_send
+        self._upper = self.upper_client.upper
+        self._fire = request_event.fire
+        self._user = user
+        self._context: dict = {}
+        self._hub = gevent.get_hub()
+        self._run_callback = self._hub.loop.run_callback
+
+    @property
+    def timeout(self) -> float:
+        return self.upper_client.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.upper_client.timeout = seconds
+
+    @property
+    def connected(self) -> bool:
+        return self.upper_client.connected
+
+    def _failure(self, name: str, started: float, exception: Exception, length: int = 0) -> bool:
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(perf_counter() - started) * 1000,
+            response_length=length,
+            exception=exception,
+            context=self._context,
+        )
+        return False
+
+    def connect(self, name: str = "connect") -> bool:
+        """Open the connection (closing any previous one first)."""
+        client = self.upper_client
+        if not client.host:
+            # The user's host is malformed: reported once at start (see _check_hosts_at_start),
+            # the user just stops rather than record a failure per attempt.
+            raise StopUser()
+        if client.connected:
+            client.close()
+        if self._user is not None:
+            self._context = self._user.context()
+        started = perf_counter()
+        try:
+            client.connect()
+        except UpperClientError as exc:
+            return self._failure(name, started, exc)
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(perf_counter() - started) * 1000,
+            response_length=0,
+            exception=None,
+            context=self._context,
+        )
+        return True
+
+    def upper(self, text: str, expected: str, length: int = 0, name: str = "upper") -> bool:
+        """Send one line and check that the reply is exactly ``expected``.
+
+        ``length`` is what the statistics record as the response length (the
+        expected reply's size in bytes, known in advance so that it costs nothing).
+        """
+        if self.yield_before_send:
+            # Let every user whose reply has arrived do its bookkeeping first, so
+            # that the sends leave together: the server is woken once per burst,
+            # not once per line (see docs/loadtest.md, "Where the time goes").
+            # Not timed: the line has not been sent yet. This is gevent.sleep(0)
+            # without its overhead.
+            waiter = Waiter(self._hub)
+            self._run_callback(waiter.switch, None)
+            waiter.get()
+        started = perf_counter()
+        try:
+            reply = self._upper(text)
+        except UpperClientError as exc:
+            return self._failure(name, started, exc)
+        if reply != expected:
+            mismatch = WrongReply(describe_mismatch(expected, reply))
+            return self._failure(name, started, mismatch, len(reply.encode(*_ENCODING)))
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(perf_counter() - started) * 1000,
+            response_length=length,
+            exception=None,
+            context=self._context,
+        )
+        return True
+
+    def disconnect(self, name: str = "DESCONEXION") -> bool:
+        """End the session; the response time is the time until the server closes."""
+        started = perf_counter()
+        try:
+            self.upper_client.disconnect()
+        except UpperClientError as exc:
+            return self._failure(name, started, exc)
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(perf_counter() - started) * 1000,
+            response_length=0,
+            exception=None,
+            context=self._context,
+        )
+        return True
+
+    def close(self) -> None:
+        """Drop the connection without a request (no DESCONEXION)."""
+        self.upper_client.close()
+
+
+class _NumericHostsFirst:
+    """gevent's resolver, except that numeric addresses are answered on the spot.
+
+    gevent's default resolver runs every ``getaddrinfo()``, even for ``127.0.0.1``,
+    in a native thread that must win the GIL back from a busy Locust process:
+    under load, ``connect`` then timed the resolver (seconds) instead of the
+    TCP handshake (milliseconds). Host names still go to gevent's resolver.
+    """
+
+    def __init__(self, resolver) -> None:
+        self.resolver = resolver
+
+    def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+        try:
+            return _socket.getaddrinfo(
+                host, port, family, type, proto, flags | _socket.AI_NUMERICHOST
+            )
+        except _socket.gaierror:  # a name: resolve it the usual way
+            return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
+
+    def __getattr__(self, name):
+        return getattr(self.resolver, name)
+
+
+def _answer_numeric_hosts_at_once() -> None:
+    hub = gevent.get_hub()
+    if not isinstance(hub.resolver, _NumericHostsFirst):
+        hub.resolver = _NumericHostsFirst(hub.resolver)
+
+
+class TcpUser(User):
+    """Abstract base of Locust users that talk to an UPPER server over TCP.
+
+    ``self.client`` is a :class:`LocustUpperClient` for the user's host; subclass
+    it and write tasks with ``self.client.connect()``, ``.upper(text, expected)``
+    and ``.disconnect()``. The connection is closed when the user stops.
+    """
+
+    abstract = True
+    host = DEFAULT_HOST
+    socket_timeout: float = 5.0
+    """Seconds to wait for a connection, a reply or the server's close."""
+    yield_before_send: bool = True
+    """Yield to the other users before each line, so sends go out in bursts (cheaper)."""
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        _answer_numeric_hosts_at_once()
+        try:
+            address = parse_host(self.host)
+        except HostError:
+            address = None  # reported once, at start; client.connect() stops this user
+        self.address = address
+        host, port = address or ("", 0)
+        self.client = LocustUpperClient(
+            host,
+            port,
+            self.socket_timeout,
+            environment.events.request,
+            user=self,
+            yield_before_send=self.yield_before_send,
+        )
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+
+# -- a malformed host is one clear error at start, not a stream of failures ----
+
+
+def host_errors(environment) -> list[str]:
+    """Why the host each ``TcpUser`` class of this run would use is malformed, if it is."""
+    problems = []
+    for user_class in environment.user_classes:
+        if issubclass(user_class, TcpUser):
+            try:
+                parse_host(environment.host or user_class.host)
+            except HostError as exc:
+                problems.append(str(exc))
+    return sorted(set(problems))
+
+
+@events.init.add_listener
+def _check_hosts_at_init(environment, **_kwargs) -> None:
+    """``--host`` on the command line: refuse to start.
+
+    Workers check theirs too (a worker uses the master's host, but a malformed
+    one of its own is still a mistake), so ``--processes`` children exit with
+    the master instead of waiting for it.
+    """
+    problems = host_errors(environment)
+    if problems:
+        for problem in problems:
+            log.error("%s", problem)
+        sys.exit(1)
+
+
+@events.test_start.add_listener
+def _check_hosts_at_start(environment, **_kwargs) -> None:
+    """A host typed into the web UI: report it and stop the run that just started."""
+    runner = environment.runner
+    if runner is None or isinstance(runner, WorkerRunner):
+        return
+    problems = host_errors(environment)
+    if problems:
+        for problem in problems:
+            log.error("%s; stopping the test", problem)
+        gevent.spawn_later(0.1, runner.stop)
