@@ -13,9 +13,11 @@ greenlet); the first byte that arrives spawns a new greenlet that carries on.
 
 import logging
 import socket
+from types import MethodType
 
 import gevent
 from gevent import GreenletExit, getcurrent
+from greenlet import greenlet
 
 from upper_protocol import UpperSession
 
@@ -198,8 +200,16 @@ class Connection:
         session = self.session
         stats = self.server.stats
         now = self.server.loop.now
-        wait = self.server.hub.switch
-        recv = self.sock.recv
+        # The raw switch: gevent's Hub.switch first looks for a ``switch_out`` hook
+        # (a guard for code running *in* the hub), an AttributeError on every call
+        # from a raw greenlet like this one.
+        wait = MethodType(greenlet.switch, self.server.hub)
+        # One buffer per server, reused: recv(64 KiB) would allocate 64 KiB and
+        # shrink it for every 16-byte line. The hub runs one greenlet at a time,
+        # and each copies its bytes out before it can be switched away from.
+        buffer = self.server.receive_buffer
+        received = memoryview(buffer)
+        recv_into = self.sock.recv_into
         send = self.sock.send
         feed = session.feed
         self._watcher.start(self.greenlet.switch)
@@ -210,13 +220,14 @@ class Connection:
                 wait()
                 self.waiting = None
             try:
-                data = recv(RECV_SIZE)
+                size = recv_into(buffer)
             except BlockingIOError:
                 more_waiting = False
                 continue
-            if not data:
+            if not size:
                 self._send_all(session.end_of_input())
                 return
+            data = received[:size].tobytes()
             self.active_at = now()
             stats.bytes_in += len(data)
             stats.lines_in += data.count(b"\n")
@@ -233,7 +244,7 @@ class Connection:
             if session.ended:
                 return
             # A full buffer means the client is probably ahead of us: read again at once.
-            more_waiting = len(data) == RECV_SIZE
+            more_waiting = size == RECV_SIZE
         self._send_all(session.end_of_input())
 
     def _send_all(self, data: bytes) -> None:

@@ -10,7 +10,7 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from upper_server.connection import DRAINING, WAITING_INPUT, Connection
+from upper_server.connection import DRAINING, RECV_SIZE, WAITING_INPUT, Connection
 from upper_server.stats import ServerStats
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class UpperServer(StreamServer):
         self.stats_interval = stats_interval
         self.hibernate_after = hibernate_after
         self.hub = gevent.get_hub()
+        self.receive_buffer = bytearray(RECV_SIZE)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.stopping = False
