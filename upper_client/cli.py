@@ -7,19 +7,10 @@ import sys
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
 from upper_protocol import ends_session
+from upper_protocol.address import add_address_options, resolve_port
 
 PROG = "upper_client"
 _ENCODING = ("utf-8", "surrogateescape")
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use a number from 1 to 65535")
-    return port
 
 
 def positive_seconds(text: str) -> float:
@@ -39,14 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its reply. With a terminal: an interactive session. With piped input: a filter "
         "that uppercases stdin to stdout through the server.",
     )
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("UPPER_HOST", "127.0.0.1"),
-        help="server address (default: $UPPER_HOST or 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port", type=port_number, default=None, help="server port (default: $UPPER_PORT or 5000)"
-    )
+    add_address_options(parser, host_help="server address", port_help="server port")
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -60,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.port is None:
-        try:
-            args.port = port_number(os.environ.get("UPPER_PORT", "5000"))
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"UPPER_PORT: {exc}")
+    resolve_port(parser, args, lowest=1)
     for message in args.messages:
         if "\n" in message:
             parser.error("a MESSAGE cannot contain a newline: pass each line as its own argument")

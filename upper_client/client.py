@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from upper_client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
 from upper_protocol import KEYWORD, KeywordScanner, ends_session
+from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class UpperClient:
     manager to connect and close automatically.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5000, timeout: float | None = 5.0):
+    def __init__(
+        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float | None = 5.0
+    ):
         self.host = host
         self.port = port
         self.timeout = timeout

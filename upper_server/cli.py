@@ -8,6 +8,7 @@ import resource
 import signal
 import sys
 
+from upper_protocol.address import add_address_options, resolve_port
 from upper_server.listener import ListenError, open_listener
 from upper_server.server import (
     DEFAULT_IDLE_TIMEOUT,
@@ -18,16 +19,6 @@ from upper_server.server import (
 
 PROG = "upper_server"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use a number from 0 to 65535")
-    return port
 
 
 def non_negative(kind):
@@ -49,16 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A gevent TCP server that answers every line in uppercase "
         "(a line that is exactly DESCONEXION ends the session).",
     )
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("UPPER_HOST", "127.0.0.1"),
-        help="address to listen on (default: $UPPER_HOST or 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port",
-        type=port_number,
-        default=None,
-        help="TCP port, 0 picks a free one (default: $UPPER_PORT or 5000)",
+    add_address_options(
+        parser, host_help="address to listen on", port_help="TCP port, 0 picks a free one"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument(
@@ -104,11 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.port is None:
-        try:
-            args.port = port_number(os.environ.get("UPPER_PORT", "5000"))
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"UPPER_PORT: {exc}")
+    resolve_port(parser, args, lowest=0)
     if args.workers == 0:
         args.workers = len(os.sched_getaffinity(0))
     return args
