@@ -157,7 +157,8 @@ class LocustUpperClient:
     def connected(self) -> bool:
         return self.upper_client.connected
 
-    def _failure(self, name: str, started: float, exception: Exception, length: int = 0) -> bool:
+    def _record(self, name: str, started: float, length: int = 0, exception=None) -> bool:
+        """Fire one Locust request event; True when it succeeded."""
         self._fire(
             request_type=REQUEST_TYPE,
             name=name,
@@ -166,7 +167,10 @@ class LocustUpperClient:
             exception=exception,
             context=self._context,
         )
-        return False
+        return exception is None
+
+    def _failure(self, name: str, started: float, exception: Exception, length: int = 0) -> bool:
+        return self._record(name, started, length, exception)
 
     def connect(self, name: str = "connect") -> bool:
         """Open the connection (closing any previous one first)."""
@@ -184,15 +188,7 @@ class LocustUpperClient:
             client.connect()
         except UpperClientError as exc:
             return self._failure(name, started, exc)
-        self._fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=(perf_counter() - started) * 1000,
-            response_length=0,
-            exception=None,
-            context=self._context,
-        )
-        return True
+        return self._record(name, started)
 
     def upper(self, text: str, expected: str, length: int = 0, name: str = "upper") -> bool:
         """Send one line and check that the reply is exactly ``expected``.
@@ -217,15 +213,7 @@ class LocustUpperClient:
         if reply != expected:
             mismatch = WrongReply(describe_mismatch(expected, reply))
             return self._failure(name, started, mismatch, len(reply.encode(*_ENCODING)))
-        self._fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=(perf_counter() - started) * 1000,
-            response_length=length,
-            exception=None,
-            context=self._context,
-        )
-        return True
+        return self._record(name, started, length)
 
     def disconnect(self, name: str = "DESCONEXION") -> bool:
         """End the session; the response time is the time until the server closes."""
@@ -234,15 +222,7 @@ class LocustUpperClient:
             self.upper_client.disconnect()
         except UpperClientError as exc:
             return self._failure(name, started, exc)
-        self._fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=(perf_counter() - started) * 1000,
-            response_length=0,
-            exception=None,
-            context=self._context,
-        )
-        return True
+        return self._record(name, started)
 
     def close(self) -> None:
         """Drop the connection without a request (no DESCONEXION)."""

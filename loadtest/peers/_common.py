@@ -29,3 +29,34 @@ def parser(description: str) -> argparse.ArgumentParser:
 def announce(name: str, sockname: tuple) -> None:
     """Print the one ready line the benchmark waits for."""
     print(f"{name} listening on {sockname[0]}:{sockname[1]}", flush=True)
+
+
+def run_asyncio_peer(name: str, description: str, start_server, argv=None) -> None:
+    """Run an asyncio peer until SIGTERM/SIGINT; ``--uvloop`` swaps in uvloop's loop.
+
+    ``start_server(host, port, **kwargs)`` is the framework call that listens,
+    ``asyncio.start_server`` with a handler or ``loop.create_server`` with a protocol.
+    """
+    import asyncio
+    import signal
+
+    p = parser(description)
+    p.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
+    args = p.parse_args(argv)
+    if args.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    async def serve() -> None:
+        kwargs = {} if args.backlog is None else {"backlog": args.backlog}
+        server = await start_server(args.host, args.port, **kwargs)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        announce(name, server.sockets[0].getsockname())
+        async with server:
+            await stop.wait()
+
+    asyncio.run(serve())

@@ -9,9 +9,8 @@ Not streaming, no lingering close: see ``loadtest.peers``.
 from __future__ import annotations
 
 import asyncio
-import signal
 
-from loadtest.peers._common import QUIT, announce, parser, upper
+from loadtest.peers._common import QUIT, run_asyncio_peer, upper
 
 NAME = "asyncio_protocol"
 
@@ -44,27 +43,12 @@ class UpperProtocol(asyncio.Protocol):
         return False  # close the transport once the write buffer is flushed
 
 
-async def serve(host: str, port: int, backlog: int | None) -> None:
-    loop = asyncio.get_running_loop()
-    kwargs = {} if backlog is None else {"backlog": backlog}
-    server = await loop.create_server(UpperProtocol, host, port, **kwargs)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    announce(NAME, server.sockets[0].getsockname())
-    async with server:
-        await stop.wait()
+def create_server(host: str, port: int, **kwargs):
+    return asyncio.get_running_loop().create_server(UpperProtocol, host, port, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
-    args = p.parse_args(argv)
-    if args.uvloop:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(serve(args.host, args.port, args.backlog))
+    run_asyncio_peer(NAME, __doc__.splitlines()[0], create_server, argv)
 
 
 if __name__ == "__main__":

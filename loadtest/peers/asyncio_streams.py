@@ -10,9 +10,9 @@ on TCP transports by itself). Not streaming, no lingering close: see
 from __future__ import annotations
 
 import asyncio
-import signal
+import functools
 
-from loadtest.peers._common import announce, parser, upper
+from loadtest.peers._common import run_asyncio_peer, upper
 
 NAME = "asyncio_streams"
 QUIT = {b"DESCONEXION\n", b"DESCONEXION\r\n", b"DESCONEXION", b"DESCONEXION\r"}
@@ -37,27 +37,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def serve(host: str, port: int, backlog: int | None) -> None:
-    kwargs = {} if backlog is None else {"backlog": backlog}
-    server = await asyncio.start_server(handle, host, port, **kwargs)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    announce(NAME, server.sockets[0].getsockname())
-    async with server:
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
-    args = p.parse_args(argv)
-    if args.uvloop:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(serve(args.host, args.port, args.backlog))
+    start_server = functools.partial(asyncio.start_server, handle)
+    run_asyncio_peer(NAME, __doc__.splitlines()[0], start_server, argv)
 
 
 if __name__ == "__main__":
