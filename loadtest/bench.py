@@ -246,31 +246,54 @@ def draw_chart(results: dict[str, dict[str, Measurement]], loads: list[Load], pa
     import matplotlib.pyplot as plt
 
     servers = list(results)
-    figure, axes = plt.subplots(1, len(loads), figsize=(4.2 * len(loads), 4.2))
-    if len(loads) == 1:
-        axes = [axes]
-    for axis, load in zip(axes, loads, strict=True):
-        if load.idle:
-            values = [results[s][load.name].rss_per_connection / 1024 for s in servers]
-            axis.set_title(f"{load.name}: KiB per connection\n(lower is better)", fontsize=9)
+    panels = [(load.name, load) for load in loads]
+    if "pingpong" in results[servers[0]]:
+        panels.append(("cpu", None))
+    columns = 3
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
+    colors = ["tab:red" if server == "upper" else "tab:gray" for server in servers]
+    for axis, (name, load) in zip(axes.flat, panels, strict=False):
+        if load is None:
+            values = [results[s]["pingpong"].server_cpu_us_per_message for s in servers]
+            title = (
+                "ping-pong: server CPU µs per message\n"
+                "(lower is better; fair when the driver saturates)"
+            )
+        elif load.idle:
+            values = [results[s][name].rss_per_connection / 1024 for s in servers]
+            title = f"{name}: KiB per idle connection\n(lower is better)"
         else:
-            values = [results[s][load.name].messages_per_s / 1000 for s in servers]
-            axis.set_title(f"{load.name}: thousand messages/s\n(higher is better)", fontsize=9)
-        colors = ["tab:red" if s == "upper" else "tab:gray" for s in servers]
+            values = [results[s][name].messages_per_s / 1000 for s in servers]
+            title = f"{name}: thousand messages/s\n(higher is better)"
+        axis.set_title(title, fontsize=9)
         axis.barh(servers, values, color=colors)
         axis.invert_yaxis()
         axis.tick_params(labelsize=8)
         for y, value in enumerate(values):
             axis.text(value, y, f" {value:,.1f}", va="center", fontsize=7)
         axis.margins(x=0.25)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
     figure.suptitle(
-        f"UPPER servers, each pinned to one core ({platform.processor() or platform.machine()}, "
-        f"{psutil.cpu_count()} CPUs), median of runs",
+        f"UPPER servers, each pinned to one core, load driver on the other "
+        f"({psutil.cpu_count()} CPUs, {platform.machine()}); median of runs",
         fontsize=10,
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def replot(results_json: Path, output: Path) -> None:
+    """Draw the chart again from a saved ``bench.json``, without measuring."""
+    saved = json.loads(results_json.read_text())["results"]
+    results = {
+        server: {name: Measurement(**fields) for name, fields in by_load.items()}
+        for server, by_load in saved.items()
+    }
+    loads = [load for load in LOADS if load.name in next(iter(saved.values()))]
+    draw_chart(results, loads, output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-19k", action="store_true",
                         help="also check that the project's server holds 19,000 connections")
     parser.add_argument("--output", type=Path, default=Path("bench-results"))
+    parser.add_argument("--replot", type=Path, metavar="BENCH_JSON",
+                        help="only redraw the chart from a saved bench.json into --output")
     args = parser.parse_args(argv)
+    if args.replot:
+        args.output.mkdir(parents=True, exist_ok=True)
+        replot(args.replot, args.output / "bench.png")
+        return 0
 
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
