@@ -2,7 +2,8 @@
 
 It works with plain blocking sockets in ordinary threads, and cooperatively under
 gevent when the standard library is monkey-patched (as it is inside Locust):
-``socket`` and ``selectors`` are then gevent's.
+``socket`` and ``selectors`` are then gevent's, and one-line round trips take the
+faster path of :mod:`upper_client.cooperative`.
 """
 
 import errno
@@ -10,9 +11,11 @@ import logging
 import os
 import selectors
 import socket
-import sys
 from collections.abc import Iterable, Iterator
+from time import perf_counter
 
+from upper_client.cooperative import RECV_SIZE as _LINE_RECV_SIZE
+from upper_client.cooperative import Cooperative, SendIncomplete
 from upper_client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
 from upper_protocol import KEYWORD, KeywordScanner, ends_session
 from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT
@@ -20,10 +23,9 @@ from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 256 * 1024
-_LINE_RECV_SIZE = 64 * 1024
-"""What one-line reads ask for: under the allocator's mmap threshold, so no mmap per reply."""
 _BATCH_BYTES = 64 * 1024
 _ENCODING = ("utf-8", "surrogateescape")
+_NO_REPLY = "DESCONEXION has no reply: use disconnect() to end the session"
 
 
 def _encode_line(text: str) -> bytes:
@@ -35,10 +37,11 @@ def _encode_line(text: str) -> bytes:
 class UpperClient:
     """A connection to an UPPER server.
 
-    ``upper(text)`` sends one line and returns its reply; ``upper_many(lines)``
-    pipelines many; ``stream(chunks)`` pipes raw bytes through the server;
-    ``disconnect()`` ends the session with DESCONEXION. Use it as a context
-    manager to connect and close automatically.
+    ``upper(text)`` sends one line and returns its reply (``upper_line(line)``
+    does the same with bytes); ``upper_many(lines)`` pipelines many;
+    ``stream(chunks)`` pipes raw bytes through the server; ``disconnect()`` ends
+    the session with DESCONEXION. Use it as a context manager to connect and
+    close automatically.
     """
 
     def __init__(
@@ -49,7 +52,10 @@ class UpperClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
-        self._cooperative: _Cooperative | None = None
+        self._cooperative: Cooperative | None = None
+        self.elapsed: float | None = None
+        """Seconds the last ``upper()`` or ``upper_line()`` took, from the line's send
+        to its reply."""
 
     @property
     def address(self) -> str:
@@ -95,12 +101,16 @@ class UpperClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._buffer.clear()
+        self._cooperative = Cooperative.of(sock)
         log.debug("connected to %s", self.address)
 
     def close(self) -> None:
         """Close the socket without ending the session politely."""
         sock, self._sock = self._sock, None
         self._buffer.clear()
+        cooperative, self._cooperative = self._cooperative, None
+        if cooperative is not None:
+            cooperative.close()
         if sock is not None:
             sock.close()
 
@@ -133,11 +143,62 @@ class UpperClient:
 
     def upper(self, text: str) -> str:
         """Send one line and return its reply, without the terminator."""
-        line = _encode_line(text)
+        return self.upper_line(_encode_line(text))[:-1].decode(*_ENCODING)
+
+    def upper_line(self, line: bytes) -> bytes:
+        """Send one encoded line and return its reply, both ending in ``b"\\n"``.
+
+        ``upper()`` for bytes, for callers that encode their lines once (the Locust
+        user does): ``line`` holds exactly one ``b"\\n"``, at its end.
+        """
+        if line.find(b"\n") != len(line) - 1 or not line:
+            raise ValueError(f"a line must end with its only newline, not {line[-20:]!r}")
         if line.startswith(KEYWORD) and ends_session(line):
-            raise ValueError("DESCONEXION has no reply: use disconnect() to end the session")
-        self._sendall(line)
-        return self._read_line().decode(*_ENCODING)
+            raise ValueError(_NO_REPLY)
+        if self._sock is None:
+            self._require_socket()  # raises NotConnected
+        started = None
+        cooperative = self._cooperative
+        if cooperative is not None and not self._buffer:
+            try:
+                chunk = cooperative.round_trip(line)
+            except SendIncomplete as incomplete:
+                self._sendall(incomplete.rest)
+                started = cooperative.sent_at
+            except OSError as exc:  # TimeoutError included
+                raise self._lost(exc) from None
+            except cooperative.refusals:
+                raise  # nothing was sent: the connection is still in step
+            except BaseException:
+                self._out_of_step()
+                raise
+            else:
+                if chunk and chunk.find(b"\n") == len(chunk) - 1:
+                    # The usual case: the reply arrived whole, in one read.
+                    self.elapsed = perf_counter() - cooperative.sent_at
+                    return chunk
+                if not chunk:
+                    self.close()
+                    raise ConnectionLost(f"server {self.address} closed the connection")
+                self._buffer += chunk
+                started = cooperative.sent_at
+        if started is None:  # not under gevent: the ordinary way
+            started = perf_counter()
+            self._sendall(line)
+        try:
+            reply = self._read_line() + b"\n"
+        except BaseException:
+            self._out_of_step()
+            raise
+        self.elapsed = perf_counter() - started
+        return reply
+
+    def _out_of_step(self) -> None:
+        """A round trip was interrupted (killed, ``gevent.Timeout``, Ctrl+C) after its line
+        was handed over: its reply could still arrive and be taken for the next line's."""
+        if self._sock is not None:
+            log.debug("round trip to %s interrupted: closing the connection", self.address)
+            self.close()
 
     # -- pipelined ------------------------------------------------------------
 
@@ -161,7 +222,7 @@ class UpperClient:
         for text in lines:
             line = _encode_line(text)
             if ends_session(line):
-                raise ValueError("DESCONEXION has no reply: use disconnect() to end the session")
+                raise ValueError(_NO_REPLY)
             batch += line
             if len(batch) >= _BATCH_BYTES:
                 yield bytes(batch)
@@ -229,21 +290,18 @@ class UpperClient:
         sock = self._require_socket()
         try:
             cooperative = self._cooperative
-            if cooperative is None or cooperative.sock is not sock:
-                cooperative = self._cooperative = _Cooperative.of(sock)
             if cooperative is not None:
                 return cooperative.recv()
             return sock.recv(_LINE_RECV_SIZE)
-        except TimeoutError:
-            self.close()
-            raise ReplyTimeout(
-                f"timed out after {self.timeout}s waiting for {self.address}"
-            ) from None
-        except OSError as exc:
-            self.close()
-            raise ConnectionLost(
-                f"connection to {self.address} lost: {exc.strerror or exc}"
-            ) from None
+        except OSError as exc:  # TimeoutError included
+            raise self._lost(exc) from None
+
+    def _lost(self, exc: OSError) -> Exception:
+        """Close, and the client's exception for ``exc`` raised while waiting for input."""
+        self.close()
+        if isinstance(exc, TimeoutError):
+            return ReplyTimeout(f"timed out after {self.timeout}s waiting for {self.address}")
+        return ConnectionLost(f"connection to {self.address} lost: {exc.strerror or exc}")
 
     def _read_line(self) -> bytes:
         buffer = self._buffer
@@ -268,68 +326,6 @@ class UpperClient:
         line = bytes(buffer[:end])
         del buffer[: end + 1]
         return line
-
-
-class _Cooperative:
-    """``recv()`` on a gevent socket without gevent's per-call overhead.
-
-    A gevent socket's ``recv()`` tries the call, catches EAGAIN, then waits under a
-    new ``gevent.Timeout`` object: most of the client's cost per round trip. This
-    parks on the socket's own read watcher with a bare loop timer for the timeout,
-    then reads the underlying non-blocking socket. It behaves like ``sock.recv()``:
-    the same data, ``TimeoutError`` after ``sock.timeout`` seconds without input,
-    ``OSError`` on errors, and a greenlet waiting here can be killed. Used only
-    for gevent's sockets (the standard library monkey-patched, as inside Locust);
-    plain blocking sockets take the ordinary path.
-    """
-
-    __slots__ = ("sock", "_raw", "_watcher", "_wait", "_timer", "_getcurrent")
-
-    def __init__(self, sock, raw, watcher, hub, getcurrent) -> None:
-        self.sock = sock
-        self._raw = raw
-        self._watcher = watcher
-        self._wait = hub.wait
-        self._timer = hub.loop.timer
-        self._getcurrent = getcurrent
-
-    @classmethod
-    def of(cls, sock) -> "_Cooperative | None":
-        """The fast path for ``sock`` if it is a gevent socket, else ``None``."""
-        gevent_socket = sys.modules.get("gevent.socket")
-        if gevent_socket is None or not isinstance(sock, gevent_socket.socket):
-            return None
-        try:
-            raw, watcher, hub = sock._sock, sock._read_event, sock.hub
-            getcurrent = sys.modules["gevent"].getcurrent
-            hub.wait, hub.loop.timer  # noqa: B018 (what recv() relies on)
-        except (AttributeError, KeyError):  # a gevent whose internals differ
-            return None
-        return cls(sock, raw, watcher, hub, getcurrent)
-
-    def recv(self) -> bytes:
-        sock = self.sock
-        while True:
-            timeout = sock.timeout
-            if timeout is not None and timeout <= 0 or self._watcher.callback is not None:
-                # A non-blocking socket (nothing to wait for), or another greenlet is
-                # already waiting on it (gevent raises ConcurrentObjectUseError).
-                return sock.recv(_LINE_RECV_SIZE)
-            if timeout is None:
-                self._wait(self._watcher)
-            else:
-                # A new timer for every wait: a restarted libev timer would only get
-                # what was left of its previous run, not the full timeout.
-                timer = self._timer(timeout)
-                timer.start(self._getcurrent().throw, TimeoutError)
-                try:
-                    self._wait(self._watcher)
-                finally:
-                    timer.close()
-            try:
-                return self._raw.recv(_LINE_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                continue
 
 
 class _Exchange:
