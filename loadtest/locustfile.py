@@ -130,7 +130,7 @@ def check_settings(environment, **_kwargs) -> None:
 
 # -- messages -----------------------------------------------------------------
 
-_pools: dict[tuple[int, bool], list[tuple[str, str, int]]] = {}
+_pools: dict[tuple[int, bool], list[tuple[bytes, bytes]]] = {}
 
 
 def make_message(rng: random.Random, size: int, mixed: bool) -> bytes:
@@ -150,11 +150,11 @@ def make_message(rng: random.Random, size: int, mixed: bool) -> bytes:
     return bytes(out[:cut]) + b"x" * (size - cut)
 
 
-def message_pool(size: int, mixed: bool) -> list[tuple[str, str, int]]:
-    """``(text, expected reply, reply length in bytes)`` for ``POOL_SIZE`` messages, cached.
+def message_pool(size: int, mixed: bool) -> list[tuple[bytes, bytes]]:
+    """``(line, expected reply)``, both ending in a newline, for ``POOL_SIZE`` messages.
 
-    The expected reply comes from the project's protocol package, computed once
-    per message here rather than once per request.
+    Cached, and encoded once: the expected reply comes from the project's
+    protocol package, computed once per message here rather than once per request.
     """
     key = (size, mixed)
     pool = _pools.get(key)
@@ -165,10 +165,7 @@ def message_pool(size: int, mixed: bool) -> list[tuple[str, str, int]]:
             line = make_message(rng, size, mixed)
             if ends_session(line):
                 continue
-            reply = uppercase(line)
-            pool.append(
-                (line.decode("utf-8"), reply.decode("utf-8", "surrogateescape"), len(reply))
-            )
+            pool.append((line + b"\n", uppercase(line) + b"\n"))
         _pools[key] = pool
     return pool
 
@@ -197,13 +194,13 @@ class UpperUser(TcpUser):
         if not client.connect():
             gevent.sleep(RECONNECT_PAUSE)
             return
-        upper = client.upper
+        upper_line = client.upper_line
         pool = self.pool
         think_time = self.think_time
         index = random.randrange(len(pool))
         for _ in range(self.messages_per_connection):
-            text, expected, length = pool[index]
-            if not upper(text, expected, length) and not client.connected:
+            line, expected = pool[index]
+            if not upper_line(line, expected) and not client.connected:
                 return  # timed out or reset: counted; the next cycle reconnects
             index = (index + 1) % POOL_SIZE
             if think_time:

@@ -6,8 +6,8 @@ operation is a Locust request (it fires the ``request`` event), so statistics,
 the web UI, the CSV and HTML reports and distributed runs all work as usual.
 
 The protocol itself is not re-implemented here: ``LocustUpperClient`` wraps the
-project's :class:`upper_client.UpperClient` (and ``loadtest/locustfile.py``
-computes the expected replies with :func:`upper_protocol.uppercase`).
+project's :class:`upper_client.UpperClient`, and expected replies come from
+:func:`upper_protocol.uppercase`.
 
 The host (``--host`` or the class's ``host``) is ``tcp://HOST:PORT`` or
 ``HOST:PORT`` (IPv6 as ``[::1]:5000``); a malformed one stops Locust at start
@@ -22,13 +22,13 @@ import sys
 from time import perf_counter
 
 import gevent
-from gevent.hub import Waiter
 from locust import User, events
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
+from upper_protocol import uppercase
 
 log = logging.getLogger(__name__)
 
@@ -114,36 +114,20 @@ class LocustUpperClient:
     whether it succeeded; failures are in the statistics, never raised. The
     client's own errors (refused, timed out, reset: ``UpperClientError``) leave it
     disconnected, so ``connected`` tells whether the session can go on.
+
+    A reply's response time runs from its line's send to the reply's arrival, as
+    the client measures it (``UpperClient.elapsed``): lines wait for the next
+    burst of sends, and that wait is the load generator's, not the server's.
     """
 
-    __slots__ = (
-        "upper_client",
-        "yield_before_send",
-        "_upper",
-        "_fire",
-        "_context",
-        "_user",
-        "_hub",
-        "_run_callback",
-    )
+    __slots__ = ("upper_client", "_upper_line", "_fire", "_context", "_user")
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        timeout: float,
-        request_event,
-        user=None,
-        yield_before_send: bool = True,
-    ) -> None:
+    def __init__(self, host: str, port: int, timeout: float, request_event, user=None) -> None:
         self.upper_client = UpperClient(host, port, timeout)
-        self.yield_before_send = yield_before_send
-        self._upper = self.upper_client.upper
+        self._upper_line = self.upper_client.upper_line
         self._fire = request_event.fire
         self._user = user
         self._context: dict = {}
-        self._hub = gevent.get_hub()
-        self._run_callback = self._hub.loop.run_callback
 
     @property
     def timeout(self) -> float:
@@ -157,20 +141,21 @@ class LocustUpperClient:
     def connected(self) -> bool:
         return self.upper_client.connected
 
-    def _record(self, name: str, started: float, length: int = 0, exception=None) -> bool:
+    def _record(self, name: str, seconds: float, length: int = 0, exception=None) -> bool:
         """Fire one Locust request event; True when it succeeded."""
         self._fire(
             request_type=REQUEST_TYPE,
             name=name,
-            response_time=(perf_counter() - started) * 1000,
+            response_time=seconds * 1000,
             response_length=length,
             exception=exception,
             context=self._context,
         )
         return exception is None
 
-    def _failure(self, name: str, started: float, exception: Exception, length: int = 0) -> bool:
-        return self._record(name, started, length, exception)
+    def _since(self, name: str, started: float, exception: Exception | None = None) -> bool:
+        """Record a request that began at ``started`` and ends now."""
+        return self._record(name, perf_counter() - started, 0, exception)
 
     def connect(self, name: str = "connect") -> bool:
         """Open the connection (closing any previous one first)."""
@@ -187,33 +172,38 @@ class LocustUpperClient:
         try:
             client.connect()
         except UpperClientError as exc:
-            return self._failure(name, started, exc)
-        return self._record(name, started)
+            return self._since(name, started, exc)
+        return self._since(name, started)
 
-    def upper(self, text: str, expected: str, length: int = 0, name: str = "upper") -> bool:
-        """Send one line and check that the reply is exactly ``expected``.
+    def upper(self, text: str, expected: str | None = None, name: str = "upper") -> bool:
+        """Send one line of text and check that the reply is exactly ``expected``.
 
-        ``length`` is what the statistics record as the response length (the
-        expected reply's size in bytes, known in advance so that it costs nothing).
+        By default ``expected`` is what the protocol says the reply must be.
         """
-        if self.yield_before_send:
-            # Let every user whose reply has arrived do its bookkeeping first, so
-            # that the sends leave together: the server is woken once per burst,
-            # not once per line (see docs/loadtest.md, "Where the time goes").
-            # Not timed: the line has not been sent yet. This is gevent.sleep(0)
-            # without its overhead.
-            waiter = Waiter(self._hub)
-            self._run_callback(waiter.switch, None)
-            waiter.get()
+        line = text.encode(*_ENCODING) + b"\n"
+        if expected is None:
+            expected_line = uppercase(line)
+        else:
+            expected_line = expected.encode(*_ENCODING) + b"\n"
+        return self.upper_line(line, expected_line, name)
+
+    def upper_line(self, line: bytes, expected: bytes, name: str = "upper") -> bool:
+        """``upper()`` for lines encoded in advance: ``line`` and ``expected`` end in ``b"\\n"``.
+
+        The cheap way to send many messages: nothing is encoded, decoded or
+        computed per message (``loadtest/locustfile.py`` keeps a pool of them).
+        """
         started = perf_counter()
         try:
-            reply = self._upper(text)
+            reply = self._upper_line(line)
         except UpperClientError as exc:
-            return self._failure(name, started, exc)
+            return self._since(name, started, exc)
+        mismatch = None
         if reply != expected:
-            mismatch = WrongReply(describe_mismatch(expected, reply))
-            return self._failure(name, started, mismatch, len(reply.encode(*_ENCODING)))
-        return self._record(name, started, length)
+            mismatch = WrongReply(
+                describe_mismatch(expected[:-1].decode(*_ENCODING), reply[:-1].decode(*_ENCODING))
+            )
+        return self._record(name, self.upper_client.elapsed, len(reply), mismatch)
 
     def disconnect(self, name: str = "DESCONEXION") -> bool:
         """End the session; the response time is the time until the server closes."""
@@ -221,8 +211,8 @@ class LocustUpperClient:
         try:
             self.upper_client.disconnect()
         except UpperClientError as exc:
-            return self._failure(name, started, exc)
-        return self._record(name, started)
+            return self._since(name, started, exc)
+        return self._since(name, started)
 
     def close(self) -> None:
         """Drop the connection without a request (no DESCONEXION)."""
@@ -263,16 +253,15 @@ class TcpUser(User):
     """Abstract base of Locust users that talk to an UPPER server over TCP.
 
     ``self.client`` is a :class:`LocustUpperClient` for the user's host; subclass
-    it and write tasks with ``self.client.connect()``, ``.upper(text, expected)``
-    and ``.disconnect()``. The connection is closed when the user stops.
+    it and write tasks with ``self.client.connect()``, ``.upper(text)`` (or
+    ``.upper_line(line, expected)``) and ``.disconnect()``. The connection is
+    closed when the user stops.
     """
 
     abstract = True
     host = DEFAULT_HOST
     socket_timeout: float = 5.0
     """Seconds to wait for a connection, a reply or the server's close."""
-    yield_before_send: bool = True
-    """Yield to the other users before each line, so sends go out in bursts (cheaper)."""
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
@@ -289,7 +278,6 @@ class TcpUser(User):
             self.socket_timeout,
             environment.events.request,
             user=self,
-            yield_before_send=self.yield_before_send,
         )
 
     def on_stop(self) -> None:
