@@ -274,3 +274,20 @@ def test_slow_replies_within_the_timeout_are_not_failures(tmp_path, fake_server)
     )  # fmt: skip
     assert run.returncode == 0, run
     assert run.requests("upper") > 30, run
+
+
+def test_locust_benchmark_reports_verified_messages():
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.locust_bench", "--runs", "1", "--duration", "2",
+            "--users", "2", "--messages-per-connection", "10",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT + 30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| 1 |")]
+    assert len(rows) == 1, done.stdout
+    messages_per_second, failures = rows[0][1].strip(), rows[0][2].strip()
+    assert float(messages_per_second.replace(",", "")) > 0, done.stdout
+    assert failures == "0", done.stdout
+    assert "median" in done.stdout, done.stdout
