@@ -455,6 +455,33 @@ def scenario_reply_in_pieces():
     server.stop()
 
 
+def scenario_stray_switch():
+    """Someone switches into a greenlet waiting for its reply: it goes back to waiting."""
+    reply_now = gevent.event.Event()
+
+    def answering_when_told(conn, record):
+        for line in read_lines(conn, record):
+            reply_now.wait(10)
+            conn.sendall(upper(line))
+
+    server = Server(answering_when_told)
+    client = server.client(timeout=5)
+    waiter = gevent.spawn(client.upper_line, b"wait for me\n")
+    gevent.sleep(0.1)
+    for stray in ((), ("a value",)):
+        # As a wrong callback would: from the hub, which the waiter switches back to.
+        gevent.get_hub().loop.run_callback(waiter.switch, *stray)
+        gevent.sleep(0.05)
+        assert not waiter.dead, (waiter.value, waiter.exception)
+    reply_now.set()
+    with gevent.Timeout(10, AssertionError("hung")):
+        assert waiter.get() == b"WAIT FOR ME\n"
+    with gevent.Timeout(10, AssertionError("hung")):
+        assert client.upper_line(b"still in step\n") == b"STILL IN STEP\n"
+    client.close()
+    server.stop()
+
+
 def scenario_extra_line():
     """Two lines in one read: upper_line returns the first, receive() the second."""
 

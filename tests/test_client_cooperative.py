@@ -25,6 +25,7 @@ SCENARIOS = [
     "kill_before_flush",
     "close_while_waiting",
     "reply_in_pieces",
+    "stray_switch",
     "extra_line",
     "mixed_apis",
     "server_closes",

@@ -33,7 +33,6 @@ RECV_SIZE = 64 * 1024
 _LONGEST_UPPERCASE = 3
 """A reply is at most 3 times as long as its line in UTF-8 (``ΰ`` -> ``Ϋ́``)."""
 
-_READABLE = object()
 _SEND_INCOMPLETE = object()
 
 
@@ -220,19 +219,19 @@ class Cooperative:
         if self._timer is None and self._timeout is not None:
             self._arm(self._timeout)
         watcher = self._watcher
+        # The watcher switches with no value; anything else but _SEND_INCOMPLETE is
+        # a stray switch, which a read that fails with EAGAIN sends back to waiting.
+        watcher.start(current.switch)
         try:
             while True:
-                watcher.start(current.switch, _READABLE)
                 woken = self._to_hub()
                 if woken is _SEND_INCOMPLETE and self._line is not None:
                     rest, self._line = self._line, None
                     raise SendIncomplete(rest)
-                if woken is not _READABLE:
-                    continue  # a stray switch: keep waiting
                 try:
                     return self._raw.recv(size)
                 except (BlockingIOError, InterruptedError):
-                    watcher.stop()  # a spurious wake-up
+                    pass
         except BaseException:
             self._line = None  # killed or timed out before the burst: never send it now
             raise
