@@ -157,18 +157,17 @@ class UpperClient:
             raise ValueError(_NO_REPLY)
         if self._sock is None:
             self._require_socket()  # raises NotConnected
-        started = None
+        unsent = line
         cooperative = self._cooperative
         if cooperative is not None and not self._buffer:
             try:
                 chunk = cooperative.round_trip(line)
-            except SendIncomplete as incomplete:
-                self._sendall(incomplete.rest)
-                started = cooperative.sent_at
-            except OSError as exc:  # TimeoutError included
-                raise self._lost(exc) from None
             except cooperative.refusals:
                 raise  # nothing was sent: the connection is still in step
+            except SendIncomplete as incomplete:
+                unsent = incomplete.rest
+            except OSError as exc:  # TimeoutError included
+                raise self._lost(exc) from None
             except BaseException:
                 self._out_of_step()
                 raise
@@ -181,11 +180,12 @@ class UpperClient:
                     self.close()
                     raise ConnectionLost(f"server {self.address} closed the connection")
                 self._buffer += chunk
-                started = cooperative.sent_at
-        if started is None:  # not under gevent: the ordinary way
-            started = perf_counter()
-            self._sendall(line)
+                unsent = None
+        # The ordinary way: not under gevent, a reply in pieces, or a partial send.
+        started = perf_counter() if unsent is line else cooperative.sent_at
         try:
+            if unsent:
+                self._sendall(unsent)
             reply = self._read_line() + b"\n"
         except BaseException:
             self._out_of_step()
@@ -194,8 +194,8 @@ class UpperClient:
         return reply
 
     def _out_of_step(self) -> None:
-        """A round trip was interrupted (killed, ``gevent.Timeout``, Ctrl+C) after its line
-        was handed over: its reply could still arrive and be taken for the next line's."""
+        """A round trip failed or was interrupted (killed, ``gevent.Timeout``, Ctrl+C) after
+        its line was handed over: its reply could still arrive and answer the next line."""
         if self._sock is not None:
             log.debug("round trip to %s interrupted: closing the connection", self.address)
             self.close()
