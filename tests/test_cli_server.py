@@ -65,8 +65,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, mentions: str) ->
 
 def start_with(command_args: list[str], env: dict) -> ServerProcess:
     """A ``ServerProcess`` with exactly these arguments (no forced --host/--port)."""
-    process = ServerProcess()
-    process.command = [sys.executable, "-m", "upper_server", *command_args]
+    process = ServerProcess(command=[sys.executable, "-m", "upper_server", *command_args])
     process.env = env
     return process.start()
 

@@ -279,7 +279,7 @@ def test_slow_replies_within_the_timeout_are_not_failures(tmp_path, fake_server)
 def test_locust_benchmark_reports_verified_messages():
     done = subprocess.run(
         [
-            sys.executable, "-m", "loadtest.locust_bench", "--runs", "1", "--duration", "2",
+            sys.executable, "-m", "benchmarks.locust_bench", "--runs", "1", "--duration", "2",
             "--users", "2", "--messages-per-connection", "10",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT + 30,

@@ -1,15 +1,13 @@
 """The benchmark's peer servers and its load driver: they speak the protocol and work together.
 
 Each peer is started as a subprocess on port 0, exactly the way the benchmark
-starts it (``loadtest.peers.PEERS``). No timing assertions: the driver runs for
+starts it (``benchmarks.peers.PEERS``). No timing assertions: the driver runs for
 about a second and must have verified replies and no errors.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import select
 import signal
 import socket
 import subprocess
@@ -18,63 +16,27 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import driver
-from loadtest.peers import PEERS
+from benchmarks import driver
+from benchmarks.peers import PEERS
 from upper_protocol import uppercase
+from upper_server.launcher import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"^(\w+) listening on ([\d.]+):(\d+)$")
 TIMEOUT = 5.0
 
 
-def start(argv: list[str], name: str | None = None) -> tuple[subprocess.Popen, int]:
-    """Start a server on 127.0.0.1:0; return it and the port its ready line names.
-
-    ``name``, the first word of the ready line, defaults to the module's name.
-    """
-    proc = subprocess.Popen(
-        [*argv, "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 10.0)
-        assert ready, "no ready line within 10 s"
-        line = proc.stdout.readline().decode().strip()
-        m = LISTENING.match(line)
-        assert m, f"unexpected ready line {line!r}"
-        if name is None:
-            name = argv[argv.index("-m") + 1].rsplit(".", 1)[1]
-        assert m.group(1) == name
-        return proc, int(m.group(3))
-    except BaseException:
-        stop(proc)
-        raise
-
-
-def stop(proc: subprocess.Popen) -> int | None:
-    """SIGTERM, then SIGKILL if needed; return the exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for f in (proc.stdout, proc.stderr):
-        if f:
-            f.close()
-    return proc.returncode
+def start(argv: list[str]) -> ServerProcess:
+    """Start a peer on 127.0.0.1:0 the way the benchmark does; its ready line names it."""
+    server = ServerProcess(command=[*argv, "--host", "127.0.0.1", "--port", "0"]).start()
+    name = argv[argv.index("-m") + 1].rsplit(".", 1)[1]
+    assert server.banner.startswith(f"{name} listening on "), server.banner
+    return server
 
 
 @pytest.fixture(params=list(PEERS), scope="module")
 def peer(request):
-    proc, port = start(PEERS[request.param])
-    try:
-        yield port
-    finally:
-        stop(proc)
+    with start(PEERS[request.param]) as server:
+        yield server.port
 
 
 def connect(port: int) -> socket.socket:
@@ -134,25 +96,17 @@ def test_eof_answers_and_closes(peer):
 
 @pytest.mark.parametrize("name", list(PEERS))
 def test_sigterm_with_open_connection_exits_zero(name):
-    proc, port = start(PEERS[name])
-    try:
-        with connect(port) as s:
+    with start(PEERS[name]) as server:
+        with connect(server.port) as s:
             s.sendall(b"x\n")
             assert recv_exactly(s, 2) == b"X\n"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(5) == 0
-        assert proc.stderr.read() == b""
-    finally:
-        stop(proc)
+            assert server.stop_and_collect(signal.SIGTERM, timeout=5)[::2] == (0, "")
 
 
 @pytest.fixture(scope="module")
 def uvloop_peer():
-    proc, port = start(PEERS["uvloop-protocol"])
-    try:
-        yield port
-    finally:
-        stop(proc)
+    with start(PEERS["uvloop-protocol"]) as server:
+        yield server.port
 
 
 @pytest.mark.parametrize(
@@ -184,10 +138,10 @@ def test_driver_idle(uvloop_peer):
 
 def test_driver_cli_against_threading_peer():
     """The CLI prints one JSON object; also churn against a thread-per-client server."""
-    proc, port = start(PEERS["threading"])
-    try:
+    with start(PEERS["threading"]) as server:
+        port = server.port
         out = subprocess.run(
-            [sys.executable, "-m", "loadtest.driver", "--port", str(port), "--quiet"]
+            [sys.executable, "-m", "benchmarks.driver", "--port", str(port), "--quiet"]
             + ["--mode", "churn", "--connections", "5", "--duration", "0.8", "--warmup", "0.2"]
             + ["--messages-per-connection", "2"],
             cwd=ROOT,
@@ -198,8 +152,6 @@ def test_driver_cli_against_threading_peer():
         r = json.loads(out.stdout)
         assert r["mode"] == "churn" and r["errors"] == 0 and r["messages"] > 0, r
         assert r["sessions"] > 0, r
-    finally:
-        stop(proc)
 
 
 ECHO_SERVER = """
@@ -218,13 +170,10 @@ with Server(("127.0.0.1", 0), Echo) as server:
 
 def test_driver_counts_errors_against_a_wrong_server():
     """An echo server (no uppercase) is caught: errors, nothing verified."""
-    proc, port = start([sys.executable, "-c", ECHO_SERVER], name="echo")
-    try:
+    with ServerProcess(command=[sys.executable, "-c", ECHO_SERVER]) as server:
         r = driver.run(
-            port=port, connections=2, duration=0.5, warmup=0, ramp_timeout=1, connect_timeout=1
+            port=server.port, connections=2, duration=0.5, warmup=0, ramp_timeout=1,
+            connect_timeout=1,
         )
         assert r["messages"] == 0 and r["connections"] == 0, r
         assert r["errors"] > 0 and "mismatch" in r["error_kinds"], r
-    finally:
-        proc.kill()
-        stop(proc)

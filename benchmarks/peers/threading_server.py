@@ -3,7 +3,7 @@
 ``rfile.readline()`` / ``wfile.write()``; ``daemon_threads`` and
 ``allow_reuse_address`` set, everything else default: listen backlog 5
 (``request_queue_size``), no TCP_NODELAY, an unbuffered ``wfile`` (one
-``sendall`` per line). Not streaming, no lingering close: see ``loadtest.peers``.
+``sendall`` per line). Not streaming, no lingering close: see ``benchmarks.peers``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import socketserver
 import sys
 
-from loadtest.peers._common import announce, parser, upper
+from benchmarks.peers._common import announce, parser, upper
 
 NAME = "threading_server"
 QUIT = {b"DESCONEXION\n", b"DESCONEXION\r\n", b"DESCONEXION", b"DESCONEXION\r"}

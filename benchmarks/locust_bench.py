@@ -1,6 +1,6 @@
 """How many verified messages per second one Locust process drives.
 
-    python -m loadtest.locust_bench [--runs 3] [--users 50] [--duration 30]
+    python -m benchmarks.locust_bench [--runs 3] [--users 50] [--duration 30]
 
 Starts the project's server pinned to one CPU, then runs ``--runs`` headless
 Locust processes (``loadtest/locustfile.py``) one after the other, pinned to
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.bench import cpu_seconds, start_server, stop_server
+from benchmarks.bench import cpu_seconds, start_server
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "locustfile.py"
 RUN_GRACE = 60.0
 """Seconds a run may take beyond ``--duration`` (start-up and shutdown) before it is killed."""
 
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
         parser.error("needs at least 2 CPUs: one for the server, one for Locust")
     server_cpu, locust_cpu = cpus[0], cpus[1]
 
-    server, port = start_server("upper", server_cpu)
+    server = start_server("upper", server_cpu)
+    port = server.port
     server_process = psutil.Process(server.pid)
     print(
         f"server on CPU {server_cpu}, Locust on CPU {locust_cpu}: {args.users} users, "
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     finally:
-        stop_server(server)
+        server.stop()
     rates = [result["rps"] for result in results]
     median = statistics.median(rates)
     print(f"\nmedian {median:,.0f} msg/s (min {min(rates):,.0f}, max {max(rates):,.0f})")

@@ -2,7 +2,7 @@
 
 The shape of gevent's own echo-server example, one greenlet per client, no
 monkey patching. gevent defaults: listen backlog 128 (``StreamServer.backlog``),
-no TCP_NODELAY. Not streaming, no lingering close: see ``loadtest.peers``.
+no TCP_NODELAY. Not streaming, no lingering close: see ``benchmarks.peers``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import gevent
 from gevent.server import StreamServer
 
-from loadtest.peers._common import announce, parser, upper
+from benchmarks.peers._common import announce, parser, upper
 
 NAME = "gevent_textbook"
 QUIT = {b"DESCONEXION\n", b"DESCONEXION\r\n", b"DESCONEXION", b"DESCONEXION\r"}

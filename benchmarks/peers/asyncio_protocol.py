@@ -3,14 +3,14 @@
 ``--uvloop`` installs uvloop's event loop policy first, so this one module is
 both "asyncio protocol" and "uvloop protocol". Framework defaults throughout
 (listen backlog 100; TCP_NODELAY is set by asyncio/uvloop on TCP transports).
-Not streaming, no lingering close: see ``loadtest.peers``.
+Not streaming, no lingering close: see ``benchmarks.peers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from loadtest.peers._common import QUIT, run_asyncio_peer, upper
+from benchmarks.peers._common import QUIT, run_asyncio_peer, upper
 
 NAME = "asyncio_protocol"
 

@@ -4,7 +4,7 @@
 both "asyncio streams" and "uvloop streams". Framework defaults throughout
 (listen backlog 100, 64 KiB ``StreamReader`` limit; asyncio sets TCP_NODELAY
 on TCP transports by itself). Not streaming, no lingering close: see
-``loadtest.peers``.
+``benchmarks.peers``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from loadtest.peers._common import run_asyncio_peer, upper
+from benchmarks.peers._common import run_asyncio_peer, upper
 
 NAME = "asyncio_streams"
 QUIT = {b"DESCONEXION\n", b"DESCONEXION\r\n", b"DESCONEXION", b"DESCONEXION\r"}

@@ -42,7 +42,7 @@ counts as an error and the connection is re-established. Connection attempts
 that are refused, time out or find no port are retried with exponential
 backoff and counted as ``connect_retries``, not errors.
 
-The result is one JSON object on stdout (``python -m loadtest.driver``) or
+The result is one JSON object on stdout (``python -m benchmarks.driver``) or
 the dict returned by :func:`run`; see :func:`run` for its keys.
 """
 
@@ -756,7 +756,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m loadtest.driver",
+        prog="python -m benchmarks.driver",
         description="Closed-loop load driver for UPPER servers; prints one JSON object.",
     )
     p.add_argument("--host", default="127.0.0.1")

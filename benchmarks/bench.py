@@ -1,8 +1,8 @@
-"""The side-by-side benchmark: ``python -m loadtest.bench``.
+"""The side-by-side benchmark: ``python -m benchmarks.bench``.
 
-Runs the project's server and the peer servers (``loadtest.peers``) under the
+Runs the project's server and the peer servers (``benchmarks.peers``) under the
 same loads, one at a time, each server pinned to one CPU and the load driver
-(``loadtest.driver``) pinned to the others. Runs alternate between servers, and
+(``benchmarks.driver``) pinned to the others. Runs alternate between servers, and
 every figure is the median of ``--runs`` runs. Prints a markdown table and
 writes it, the raw results (JSON) and a chart (PNG) to ``--output``.
 
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import selectors
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.peers import PEERS
+from benchmarks.peers import PEERS
+from upper_server.launcher import ServerFailedToStart, ServerProcess
 
 SERVERS: dict[str, list[str]] = {
     "upper": [sys.executable, "-m", "upper_server", "--log-level", "warning"],
@@ -84,39 +84,11 @@ class Measurement:
     raw: dict = field(default_factory=dict)
 
 
-def start_server(name: str, cpu: int) -> tuple[subprocess.Popen, int]:
+def start_server(name: str, cpu: int) -> ServerProcess:
     command = [*SERVERS[name], "--host", "127.0.0.1", "--port", "0"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    return ServerProcess(command=command, cpu=cpu, stderr=subprocess.DEVNULL).start(
+        STARTUP_TIMEOUT
     )
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    banner = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not banner.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                break
-            chunk = os.read(process.stdout.fileno(), 256)
-            if not chunk:
-                break
-            banner += chunk
-    if b"listening on" not in banner:
-        process.kill()
-        raise RuntimeError(f"{name} did not start: {banner!r}")
-    return process, int(banner.strip().rsplit(b":", 1)[1])
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -127,8 +99,9 @@ def cpu_seconds(process: psutil.Process) -> float:
 def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Measurement:
     result = Measurement(name, load.name)
     try:
-        server, port = start_server(name, server_cpu)
-    except RuntimeError as exc:
+        server = start_server(name, server_cpu)
+        port = server.port
+    except ServerFailedToStart as exc:
         result.failed = str(exc)
         return result
     try:
@@ -136,7 +109,7 @@ def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Me
         time.sleep(0.3)
         rss_before = watched.memory_info().rss
         command = [
-            sys.executable, "-m", "loadtest.driver", "--port", str(port),
+            sys.executable, "-m", "benchmarks.driver", "--port", str(port),
             "--duration", str(load.duration), "--warmup", str(load.warmup),
             *load.driver_args,
         ]
@@ -162,7 +135,7 @@ def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Me
         result.failed = f"{type(exc).__name__}: {exc}"
         return result
     finally:
-        stop_server(server)
+        server.stop()
     result.raw = raw
     result.errors = raw.get("errors", 0)
     result.connections = raw.get("connections", 0)
@@ -298,7 +271,7 @@ def replot(results_json: Path, output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.bench", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS))
     parser.add_argument("--loads", nargs="+", choices=[load.name for load in LOADS],
@@ -356,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {psutil.cpu_count()} CPUs, {platform.machine()}, Linux "
         f"{platform.release()}, Python {platform.python_version()}. Server on CPU {server_cpu}, "
         f"driver on CPU(s) {sorted(driver_cpus)}; median of {args.runs} run(s).\n"
-        f"Command: `python -m loadtest.bench {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
+        f"Command: `python -m benchmarks.bench "
+        f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n"
     )
     if saturated:
         header += ("\nThe driver saturated its core in: " + ", ".join(saturated) +

@@ -32,12 +32,12 @@ from __future__ import annotations
 import sys
 
 PEERS: dict[str, list[str]] = {
-    "asyncio-streams": [sys.executable, "-m", "loadtest.peers.asyncio_streams"],
-    "uvloop-streams": [sys.executable, "-m", "loadtest.peers.asyncio_streams", "--uvloop"],
-    "asyncio-protocol": [sys.executable, "-m", "loadtest.peers.asyncio_protocol"],
-    "uvloop-protocol": [sys.executable, "-m", "loadtest.peers.asyncio_protocol", "--uvloop"],
-    "threading": [sys.executable, "-m", "loadtest.peers.threading_server"],
-    "gevent-textbook": [sys.executable, "-m", "loadtest.peers.gevent_textbook"],
+    "asyncio-streams": [sys.executable, "-m", "benchmarks.peers.asyncio_streams"],
+    "uvloop-streams": [sys.executable, "-m", "benchmarks.peers.asyncio_streams", "--uvloop"],
+    "asyncio-protocol": [sys.executable, "-m", "benchmarks.peers.asyncio_protocol"],
+    "uvloop-protocol": [sys.executable, "-m", "benchmarks.peers.asyncio_protocol", "--uvloop"],
+    "threading": [sys.executable, "-m", "benchmarks.peers.threading_server"],
+    "gevent-textbook": [sys.executable, "-m", "benchmarks.peers.gevent_textbook"],
 }
 
 __all__ = ["PEERS"]

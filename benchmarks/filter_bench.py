@@ -1,6 +1,6 @@
 """Throughput of ``python -m upper_client`` as a Unix filter.
 
-    python -m loadtest.filter_bench [--megabytes 100] [--runs 3]
+    python -m benchmarks.filter_bench [--megabytes 100] [--runs 3]
 
 Writes a text file (mixed ASCII and Spanish/German text, so both of the
 server's uppercase paths run), starts ``python -m upper_server`` on a free port,
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from upper_server.launcher import ServerProcess
 
 WORDS = ["hola", "servidor", "canción", "ñandú", "straße", "the", "quick", "brown", "fox", "día"]
 
@@ -36,16 +38,6 @@ def write_corpus(path: str, megabytes: float) -> int:
     return written
 
 
-def start_server() -> tuple[subprocess.Popen, int]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "upper_server", "--port", "0", "--log-level", "warning"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    banner = server.stdout.readline().strip()
-    return server, int(banner.rsplit(":", 1)[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=100.0)
@@ -57,8 +49,8 @@ def main() -> int:
         size = write_corpus(source, args.megabytes)
         with open(source, "rb") as handle:
             expected = handle.read().decode().upper().encode()
-        server, port = start_server()
-        try:
+        with ServerProcess("--log-level", "warning") as server:
+            port = server.port
             rates = []
             for run in range(1, args.runs + 1):
                 with open(source, "rb") as stdin, open(result, "wb") as stdout:
@@ -78,9 +70,6 @@ def main() -> int:
                 rates.append(size / elapsed / 1e6)
                 print(f"run {run}: {size / 1e6:.1f} MB in {elapsed:.2f} s = {rates[-1]:.1f} MB/s")
             print(f"median: {statistics.median(rates):.1f} MB/s (output verified)")
-        finally:
-            server.terminate()
-            server.wait(10)
     return 0
 
 
