@@ -1,4 +1,4 @@
-"""Independent reference model of the UPPER protocol (see PROTOCOL.md).
+"""Independent reference model of the UPPER protocol (see docs/protocol.md).
 
 A deliberately simple, line-by-line oracle for what the server sends back. It
 does not import ``upper_protocol``: the tests compare the real implementation

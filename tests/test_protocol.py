@@ -1,4 +1,4 @@
-"""Unit tests of the sans-I/O protocol module against every rule and example of PROTOCOL.md."""
+"""Unit tests of the sans-I/O protocol module against every rule and example of docs/protocol.md."""
 
 import pytest
 from reference_model import expected_reply
@@ -21,7 +21,7 @@ def feed_all(session: UpperSession, *segments: bytes) -> list[bytes]:
     return [session.feed(segment) for segment in segments]
 
 
-# --- The examples table of PROTOCOL.md -------------------------------------------------
+# --- The examples table of docs/protocol.md -------------------------------------------------
 
 EXAMPLES = [
     pytest.param(b"hola servidor\n", b"HOLA SERVIDOR\n", False, id="hola-servidor"),

@@ -133,7 +133,7 @@ def test_streaming_holds_back_only_what_may_still_change(cut):
         received += segment
         assert session.ended is session_ended(received)
         if not session.ended:
-            hold = held_back(received)  # the oracle itself respects PROTOCOL.md's bounds
+            hold = held_back(received)  # the oracle itself respects docs/protocol.md's bounds
             assert hold <= 12
             if hold > 3:
                 assert received[-hold:] == received.rsplit(b"\n", 1)[-1]

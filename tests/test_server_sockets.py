@@ -1,4 +1,4 @@
-"""Every rule of PROTOCOL.md, tried over real sockets against ``python -m upper_server``."""
+"""Every rule of docs/protocol.md, tried over real sockets against ``python -m upper_server``."""
 
 import socket
 import threading
@@ -103,7 +103,7 @@ def test_no_descriptors_leak_after_clients_leave(start_server):
     assert server.open_descriptors() == before
 
 
-# -- PROTOCOL.md, rule by rule ---------------------------------------------------------
+# -- docs/protocol.md, rule by rule ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
