@@ -9,9 +9,7 @@ uppercase (request ``upper``), then ``DESCONEXION`` (request ``DESCONEXION``:
 the time until the server closes the connection).
 """
 
-import argparse
 import logging
-import math
 import random
 import sys
 from pathlib import Path
@@ -25,6 +23,7 @@ except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from loadtest.tcp_user import TcpUser
 
+from upper_cli.options import number
 from upper_protocol import ends_session, uppercase
 
 log = logging.getLogger(__name__)
@@ -48,35 +47,17 @@ UNICODE_WORDS = ("canción", "ñandú", "straße")
 # -- options ------------------------------------------------------------------
 
 
-def _number(kind, minimum, strict=False):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < minimum or (
-            strict and value == minimum
-        ):
-            relation = ">" if strict else ">="
-            raise argparse.ArgumentTypeError(
-                f"invalid value {text!r}: use a number {relation} {minimum}"
-            )
-        return value
-
-    return parse
-
-
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
     parser.add_argument(
         "--messages-per-connection",
-        type=_number(int, 0),
+        type=number(int),
         default=DEFAULTS["messages_per_connection"],
         help="lines each user sends on a connection before DESCONEXION (default: %(default)s)",
     )
     parser.add_argument(
         "--message-size",
-        type=_number(int, 0),
+        type=number(int),
         default=DEFAULTS["message_size"],
         help="bytes per line, not counting the newline (default: %(default)s)",
     )
@@ -88,13 +69,13 @@ def add_options(parser) -> None:
     )
     parser.add_argument(
         "--think-time",
-        type=_number(float, 0),
+        type=number(float),
         default=DEFAULTS["think_time"],
         help="seconds a user pauses between lines (default: %(default)s)",
     )
     parser.add_argument(
         "--socket-timeout",
-        type=_number(float, 0, strict=True),
+        type=number(float, above=True),
         default=DEFAULTS["socket_timeout"],
         help="seconds to wait for a connection, a reply or the close after DESCONEXION "
         "(default: %(default)s)",

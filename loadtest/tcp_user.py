@@ -28,7 +28,8 @@ from locust.runners import WorkerRunner
 
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
-from upper_protocol import uppercase
+from upper_protocol import decode_text, encode_text, uppercase
+from upper_protocol.address import AddressError, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ DEFAULT_HOST = "tcp://127.0.0.1:5000"
 REQUEST_TYPE = "TCP"
 """The "Type" column of Locust's statistics for every request made by ``TcpUser``."""
 
-_ENCODING = ("utf-8", "surrogateescape")
 _MISMATCH_SHOWN = 60
 """How much of a wrong reply (and of the expected one) a failure message quotes."""
 
@@ -60,30 +60,12 @@ def parse_host(host: str | None) -> tuple[str, int]:
                 f"invalid host {text!r}: the scheme must be tcp:// "
                 f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
             )
-    if address.endswith("/"):
-        address = address[:-1]
-    if address.startswith("[") and "]" in address:  # [::1]:5000
-        name, _, after = address[1:].partition("]")
-        colon, port_text = after[:1], after[1:]
-        if after and colon != ":":
-            colon = port_text = ""
-    else:
-        name, colon, port_text = address.rpartition(":")
-    problem = None
-    if ":" in name and not address.startswith("["):
-        problem = "an IPv6 address goes in brackets, as in [::1]:5000"
-    elif not colon:
-        problem = "it has no port"
-    elif not name or any(c in name for c in "/[]@ ?#"):
-        problem = f"{name!r} is not a host name or address"
-    elif not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        problem = f"{port_text!r} is not a port number (1-65535)"
-    if problem:
+    try:
+        return parse_address(address.removesuffix("/"))
+    except AddressError as exc:
         raise HostError(
-            f"invalid host {text!r}: {problem} "
-            f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
-        )
-    return name, int(port_text)
+            f"invalid host {text!r}: {exc} (use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
+        ) from None
 
 
 def describe_mismatch(expected: str, reply: str) -> str:
@@ -180,11 +162,11 @@ class LocustUpperClient:
 
         By default ``expected`` is what the protocol says the reply must be.
         """
-        line = text.encode(*_ENCODING) + b"\n"
+        line = encode_text(text) + b"\n"
         if expected is None:
             expected_line = uppercase(line)
         else:
-            expected_line = expected.encode(*_ENCODING) + b"\n"
+            expected_line = encode_text(expected) + b"\n"
         return self.upper_line(line, expected_line, name)
 
     def upper_line(self, line: bytes, expected: bytes, name: str = "upper") -> bool:
@@ -201,7 +183,7 @@ class LocustUpperClient:
         mismatch = None
         if reply != expected:
             mismatch = WrongReply(
-                describe_mismatch(expected[:-1].decode(*_ENCODING), reply[:-1].decode(*_ENCODING))
+                describe_mismatch(decode_text(expected[:-1]), decode_text(reply[:-1]))
             )
         return self._record(name, self.upper_client.elapsed, len(reply), mismatch)
 

@@ -4,23 +4,12 @@ import argparse
 import os
 import sys
 
+from upper_cli.options import add_address_options, number, resolve_port
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
-from upper_protocol import ends_session
-from upper_protocol.address import add_address_options, resolve_port
+from upper_protocol import encode_text, ends_session
 
 PROG = "upper_client"
-_ENCODING = ("utf-8", "surrogateescape")
-
-
-def positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use a number of seconds > 0")
-    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_address_options(parser, host_help="server address", port_help="server port")
     parser.add_argument(
         "--timeout",
-        type=positive_seconds,
+        type=number(float, minimum=0, above=True, what="timeout"),
         default=5.0,
         help="seconds to wait for the server before giving up (default: %(default)s)",
     )
@@ -53,13 +42,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def write_line(text: str) -> None:
     # Bytes, not print(): replies may carry invalid UTF-8 that must come out unchanged.
-    sys.stdout.buffer.write(text.encode(*_ENCODING) + b"\n")
+    sys.stdout.buffer.write(encode_text(text) + b"\n")
     sys.stdout.buffer.flush()
 
 
 def send_messages(client: UpperClient, messages: list[str]) -> int:
     for position, message in enumerate(messages):
-        if ends_session(message.encode(*_ENCODING)):
+        if ends_session(encode_text(message)):
             client.disconnect()
             unsent = len(messages) - position - 1
             if unsent:
@@ -83,7 +72,7 @@ def interactive(client: UpperClient) -> int:
         except EOFError:
             print()
             break
-        if ends_session(line.encode(*_ENCODING)):
+        if ends_session(encode_text(line)):
             break
         write_line(client.upper(line))
     client.disconnect()

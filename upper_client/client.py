@@ -17,21 +17,20 @@ from time import perf_counter
 from upper_client.cooperative import RECV_SIZE as _LINE_RECV_SIZE
 from upper_client.cooperative import Cooperative, SendIncomplete
 from upper_client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
-from upper_protocol import KEYWORD, KeywordScanner, ends_session
-from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT
+from upper_protocol import KEYWORD, KeywordScanner, decode_text, encode_text, ends_session
+from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT, format_address
 
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 256 * 1024
 _BATCH_BYTES = 64 * 1024
-_ENCODING = ("utf-8", "surrogateescape")
 _NO_REPLY = "DESCONEXION has no reply: use disconnect() to end the session"
 
 
 def _encode_line(text: str) -> bytes:
     if "\n" in text:
         raise ValueError("a message cannot contain a newline: send one line at a time")
-    return text.encode(*_ENCODING) + b"\n"
+    return encode_text(text) + b"\n"
 
 
 class UpperClient:
@@ -59,7 +58,7 @@ class UpperClient:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return format_address(self.host, self.port)
 
     @property
     def connected(self) -> bool:
@@ -139,11 +138,11 @@ class UpperClient:
 
     def receive(self) -> str:
         """The next reply line, without its terminator."""
-        return self._read_line().decode(*_ENCODING)
+        return decode_text(self._read_line())
 
     def upper(self, text: str) -> str:
         """Send one line and return its reply, without the terminator."""
-        return self.upper_line(_encode_line(text))[:-1].decode(*_ENCODING)
+        return decode_text(self.upper_line(_encode_line(text))[:-1])
 
     def upper_line(self, line: bytes) -> bytes:
         """Send one encoded line and return its reply, both ending in ``b"\\n"``.
@@ -212,7 +211,7 @@ class UpperClient:
             pending += chunk
             start = 0
             while (end := pending.find(b"\n", start)) != -1:
-                yield pending[start:end].decode(*_ENCODING)
+                yield decode_text(pending[start:end])
                 start = end + 1
             del pending[:start]
 

@@ -1,52 +1,39 @@
-"""Where an UPPER server is: the default address and the command-line options for it.
+"""Where an UPPER server is: the default address, and ``HOST:PORT`` text both ways.
 
-PROTOCOL.md sets the default, ``127.0.0.1:5000``; ``UPPER_HOST`` and
-``UPPER_PORT`` in the environment override it for both command lines.
+``docs/protocol.md`` sets the default, ``127.0.0.1:5000``. An IPv6 address is
+written in brackets (``[::1]:5000``) everywhere the project shows or reads an
+address, so the last colon always starts the port.
 """
-
-import argparse
-import os
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+_NOT_IN_A_HOST = set("/[]@ ?#")
 
 
-def port_type(lowest: int):
-    """An argparse type for a port from ``lowest`` to 65535 (0: the server picks one)."""
-
-    def parse(text: str) -> int:
-        try:
-            port = int(text)
-        except ValueError:
-            port = -1
-        if not lowest <= port <= 65535:
-            raise argparse.ArgumentTypeError(
-                f"invalid port {text!r}: use a number from {lowest} to 65535"
-            )
-        return port
-
-    return parse
+class AddressError(ValueError):
+    """Text that is not ``HOST:PORT``; the message says why."""
 
 
-def add_address_options(parser: argparse.ArgumentParser, *, host_help: str, port_help: str):
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("UPPER_HOST", DEFAULT_HOST),
-        help=f"{host_help} (default: $UPPER_HOST or {DEFAULT_HOST})",
-    )
-    parser.add_argument(
-        "--port", default=None, help=f"{port_help} (default: $UPPER_PORT or {DEFAULT_PORT})"
-    )
+def format_address(host: str, port: int) -> str:
+    """``127.0.0.1:5000``, ``[::1]:5000``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowest: int) -> None:
-    """Check ``--port``, or ``$UPPER_PORT`` when it is absent; a bad one is a usage error."""
-    parse = port_type(lowest)
-    if args.port is not None:
-        source, text = "argument --port", args.port
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` -> ``(HOST, PORT)``, port 1-65535; else ``AddressError``."""
+    if text.startswith("["):
+        host, bracket, after = text[1:].partition("]")
+        colon, port_text = after[:1], after[1:]
+        if not bracket or not host or colon != ":":
+            raise AddressError("an IPv6 address goes in brackets before the port, as in [::1]:5000")
     else:
-        source, text = "UPPER_PORT", os.environ.get("UPPER_PORT", str(DEFAULT_PORT))
-    try:
-        args.port = parse(str(text))
-    except argparse.ArgumentTypeError as exc:
-        parser.error(f"{source}: {exc}")
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise AddressError("it has no port")
+        if ":" in host:
+            raise AddressError("an IPv6 address goes in brackets, as in [::1]:5000")
+    if not host or _NOT_IN_A_HOST.intersection(host):
+        raise AddressError(f"{host!r} is not a host name or address")
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise AddressError(f"{port_text!r} is not a port number (1-65535)")
+    return host, int(port_text)

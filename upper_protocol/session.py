@@ -2,100 +2,10 @@
 
 import codecs
 
-KEYWORD = b"DESCONEXION"
-"""A line made of exactly this word (optionally followed by CR) ends the session."""
+from upper_protocol.keyword import KEYWORD, LF, KeywordScanner
+from upper_protocol.text import ENCODING, ERRORS
 
-_KEYWORD_LENGTH = len(KEYWORD)
-_LF = 0x0A
-_make_utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
-
-def uppercase(data: bytes) -> bytes:
-    """Uppercase complete text the way the server does.
-
-    Unicode full case mapping of the UTF-8 text (``straße`` -> ``STRASSE``); bytes
-    that are not valid UTF-8 pass through unchanged thanks to ``surrogateescape``.
-    """
-    if data.isascii():
-        return data.upper()
-    return data.decode("utf-8", "surrogateescape").upper().encode("utf-8", "surrogateescape")
-
-
-def ends_session(line: bytes) -> bool:
-    """Whether a line (with or without its terminator) is the DESCONEXION keyword."""
-    return line.rstrip(b"\n") in (KEYWORD, KEYWORD + b"\r") and line.count(b"\n") <= 1
-
-
-class KeywordScanner:
-    """Finds the DESCONEXION line in a byte stream that arrives in pieces.
-
-    ``scan(data)`` returns the bytes that are settled as ordinary text: all of
-    them, except a line start that could still become the keyword (held until
-    the next piece decides it). Once the keyword line is complete, ``found`` is
-    true and ``scan`` returns only the text before it. The server's session and
-    the client (to know whether its input ended the session) share this.
-    """
-
-    __slots__ = ("found", "_at_line_start", "_held")
-
-    def __init__(self) -> None:
-        self.found = False
-        self._at_line_start = True
-        self._held = b""
-
-    def scan(self, data: bytes) -> bytes:
-        if self.found or not data:
-            return b""
-        if self._held:
-            data = self._held + data
-            self._held = b""
-        keyword_at = self._find_keyword_line(data)
-        if keyword_at is not None:
-            self.found = True
-            return data[:keyword_at]
-        hold_from = self._start_of_possible_keyword(data)
-        if hold_from is not None:
-            self._held = data[hold_from:]
-            data = data[:hold_from]
-        self._at_line_start = bool(self._held) or data[-1:] == b"\n" or (
-            not data and self._at_line_start
-        )
-        return data
-
-    def _is_line_start(self, data: bytes, index: int) -> bool:
-        if index == 0:
-            return self._at_line_start
-        return data[index - 1] == _LF
-
-    def _find_keyword_line(self, data: bytes):
-        """Index of a complete keyword line in ``data``, if there is one."""
-        index = data.find(KEYWORD)
-        while index != -1:
-            if self._is_line_start(data, index):
-                after = data[index + _KEYWORD_LENGTH : index + _KEYWORD_LENGTH + 2]
-                if after[:1] == b"\n" or after == b"\r\n":
-                    return index
-            index = data.find(KEYWORD, index + 1)
-        return None
-
-    def _start_of_possible_keyword(self, data: bytes):
-        """Where the last line begins, if all of it so far could still be the keyword."""
-        if data[-1] == _LF:
-            return None
-        newline = data.rfind(b"\n")
-        if newline == -1:
-            if not self._at_line_start:
-                return None
-            start = 0
-        else:
-            start = newline + 1
-        tail = data[start:]
-        if len(tail) <= _KEYWORD_LENGTH:
-            if KEYWORD.startswith(tail):
-                return start
-        elif len(tail) == _KEYWORD_LENGTH + 1 and tail == KEYWORD + b"\r":
-            return start
-        return None
+_make_utf8_decoder = codecs.getincrementaldecoder(ENCODING)
 
 
 class UpperSession(KeywordScanner):
@@ -123,7 +33,7 @@ class UpperSession(KeywordScanner):
         if (
             self._plain
             and data
-            and data[-1] == _LF
+            and data[-1] == LF
             and data.isascii()
             and KEYWORD not in data
         ):
@@ -154,14 +64,14 @@ class UpperSession(KeywordScanner):
         if self._utf8_pending:
             # An incomplete character at EOF is invalid UTF-8: it comes back unchanged.
             text = self._decoder.decode(b"", final=True)
-            reply += text.encode("utf-8", "surrogateescape")
+            reply += text.encode(ENCODING, ERRORS)
         return reply
 
     def _upper(self, data: bytes) -> bytes:
         if not self._utf8_pending and data.isascii():
             return data.upper()
         if self._decoder is None:
-            self._decoder = _make_utf8_decoder("surrogateescape")
+            self._decoder = _make_utf8_decoder(ERRORS)
         text = self._decoder.decode(data)
         pending = self._decoder.getstate()[0]
         if pending[:1] == b"\xed" and pending[1:2] >= b"\xa0":
@@ -170,4 +80,4 @@ class UpperSession(KeywordScanner):
             text += self._decoder.decode(b"", final=True)
             pending = b""
         self._utf8_pending = bool(pending)
-        return text.upper().encode("utf-8", "surrogateescape")
+        return text.upper().encode(ENCODING, ERRORS)

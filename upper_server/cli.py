@@ -2,36 +2,22 @@
 
 import argparse
 import logging
-import math
 import os
 import resource
 import signal
 import sys
 
-from upper_protocol.address import add_address_options, resolve_port
+from upper_cli.options import add_address_options, number, resolve_port
+from upper_protocol.address import format_address
 from upper_server.listener import ListenError, open_listener
 from upper_server.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     UpperServer,
-    format_address,
 )
 
 PROG = "upper_server"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def non_negative(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = -1
-        if not (value >= 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: use a number >= 0")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument(
         "--idle-timeout",
-        type=non_negative(float),
+        type=number(float),
         default=DEFAULT_IDLE_TIMEOUT,
         metavar="SECONDS",
         help="close a connection with no progress in either direction for this long; "
@@ -54,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-connections",
-        type=non_negative(int),
+        type=number(int),
         default=0,
         metavar="N",
         help="connections served at once; more wait in the listen backlog "
@@ -62,21 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--shutdown-timeout",
-        type=non_negative(float),
+        type=number(float),
         default=DEFAULT_SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long connections get to finish (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",
-        type=non_negative(int),
+        type=number(int),
         default=1,
         metavar="N",
         help="pre-forked worker processes sharing the port; 0 means one per CPU (default: 1)",
     )
     parser.add_argument(
         "--stats-interval",
-        type=non_negative(float),
+        type=number(float),
         default=0,
         metavar="SECONDS",
         help="log the server's counters this often; 0 turns it off (default: 0)",
@@ -153,7 +139,7 @@ def main(argv=None) -> int:
         listener = open_listener(args.host, args.port, UpperServer.backlog)
     except ListenError as exc:
         return fail(str(exc))
-    address = format_address(listener.getsockname())
+    address = format_address(*listener.getsockname()[:2])
     if args.workers > 1:
         from upper_server.workers import Supervisor
 

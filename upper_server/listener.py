@@ -3,6 +3,8 @@
 import errno
 import socket
 
+from upper_protocol.address import format_address
+
 
 class ListenError(Exception):
     """The address cannot be listened on; the message says why in one line."""
@@ -22,7 +24,7 @@ def open_listener(host: str, port: int, backlog: int) -> socket.socket:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        shown = format_address(host, port)
         if exc.errno == errno.EADDRINUSE:
             raise ListenError(f"address {shown} is already in use") from None
         if exc.errno == errno.EADDRNOTAVAIL:

@@ -10,6 +10,7 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
+from upper_protocol.address import format_address
 from upper_server.connection import DRAINING, RECV_SIZE, WAITING_INPUT, Connection
 from upper_server.stats import ServerStats
 
@@ -33,11 +34,6 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1_000_000
     return max(1, soft - FD_RESERVE)
-
-
-def format_address(address) -> str:
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UpperServer(StreamServer):
@@ -82,7 +78,7 @@ class UpperServer(StreamServer):
 
     @property
     def address_text(self) -> str:
-        return format_address(self.address)
+        return format_address(*self.address[:2])
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -149,7 +145,7 @@ class UpperServer(StreamServer):
             raise
 
     def handle(self, sock: socket.socket, address) -> None:
-        connection = Connection(sock, format_address(address), self)
+        connection = Connection(sock, format_address(*address[:2]), self)
         self.connections.add(connection)
         self._all_closed.clear()
         self.stats.open_connections += 1
