@@ -8,21 +8,25 @@ faster path of :mod:`upper_client.cooperative`.
 
 import errno
 import logging
-import os
-import selectors
 import socket
 from collections.abc import Iterable, Iterator
 from time import perf_counter
 
 from upper_client.cooperative import RECV_SIZE as _LINE_RECV_SIZE
 from upper_client.cooperative import Cooperative, SendIncomplete
-from upper_client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
-from upper_protocol import KEYWORD, KeywordScanner, decode_text, encode_text, ends_session
+from upper_client.errors import (
+    ConnectError,
+    ConnectionLost,
+    NotConnected,
+    ReplyTimeout,
+    UpperClientError,
+)
+from upper_client.pipeline import PipelinedExchange
+from upper_protocol import KEYWORD, decode_text, encode_text, ends_session
 from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT, format_address
 
 log = logging.getLogger(__name__)
 
-_RECV_SIZE = 256 * 1024
 _BATCH_BYTES = 64 * 1024
 _NO_REPLY = "DESCONEXION has no reply: use disconnect() to end the session"
 
@@ -166,7 +170,7 @@ class UpperClient:
             except SendIncomplete as incomplete:
                 unsent = incomplete.rest
             except OSError as exc:  # TimeoutError included
-                raise self._lost(exc) from None
+                raise self._broken(exc) from None
             except BaseException:
                 self._out_of_step()
                 raise
@@ -176,8 +180,7 @@ class UpperClient:
                     self.elapsed = perf_counter() - cooperative.sent_at
                     return chunk
                 if not chunk:
-                    self.close()
-                    raise ConnectionLost(f"server {self.address} closed the connection")
+                    raise self._broken()
                 self._buffer += chunk
                 unsent = None
         # The ordinary way: not under gevent, a reply in pieces, or a partial send.
@@ -245,7 +248,7 @@ class UpperClient:
         does. Without it, the stream ends once every line sent has its reply.
         """
         sock = self._require_socket()
-        exchange = _Exchange(self, sock, chunks, source_fd, half_close)
+        exchange = PipelinedExchange(self, sock, chunks, source_fd, half_close)
         if self._buffer:
             buffered = bytes(self._buffer)
             self._buffer.clear()
@@ -274,16 +277,8 @@ class UpperClient:
             sent = sock.send(data)
             if sent < len(data):
                 sock.sendall(memoryview(data)[sent:])
-        except TimeoutError:
-            self.close()
-            raise ReplyTimeout(
-                f"timed out after {self.timeout}s sending to {self.address}"
-            ) from None
-        except OSError as exc:
-            self.close()
-            raise ConnectionLost(
-                f"connection to {self.address} lost while sending: {exc.strerror or exc}"
-            ) from None
+        except OSError as exc:  # TimeoutError included
+            raise self._broken(exc, sending=True) from None
 
     def _recv(self) -> bytes:
         sock = self._require_socket()
@@ -293,14 +288,28 @@ class UpperClient:
                 return cooperative.recv()
             return sock.recv(_LINE_RECV_SIZE)
         except OSError as exc:  # TimeoutError included
-            raise self._lost(exc) from None
+            raise self._broken(exc) from None
 
-    def _lost(self, exc: OSError) -> Exception:
-        """Close, and the client's exception for ``exc`` raised while waiting for input."""
+    def _broken(
+        self, cause: OSError | None = None, *, sending: bool = False, unanswered: int = 0
+    ) -> UpperClientError:
+        """Close, and return the exception that says why: every lost connection, timeout
+        and early close of the client (and of its pipelined exchange) is worded here.
+
+        ``cause`` is the socket error (``TimeoutError`` for a timeout); ``None`` means
+        the server closed the connection, with ``unanswered`` lines still owed.
+        """
         self.close()
-        if isinstance(exc, TimeoutError):
-            return ReplyTimeout(f"timed out after {self.timeout}s waiting for {self.address}")
-        return ConnectionLost(f"connection to {self.address} lost: {exc.strerror or exc}")
+        if isinstance(cause, TimeoutError):
+            doing = "sending to" if sending else "waiting for"
+            return ReplyTimeout(f"timed out after {self.timeout}s {doing} {self.address}")
+        if cause is None:
+            detail = f" with {unanswered} line(s) unanswered" if unanswered > 0 else ""
+            return ConnectionLost(f"server {self.address} closed the connection{detail}")
+        during = " while sending" if sending else ""
+        return ConnectionLost(
+            f"connection to {self.address} lost{during}: {cause.strerror or cause}"
+        )
 
     def _read_line(self) -> bytes:
         buffer = self._buffer
@@ -311,185 +320,15 @@ class UpperClient:
             if end != -1 and end == len(chunk) - 1:
                 return chunk[:end]
             if not chunk:
-                self.close()
-                raise ConnectionLost(f"server {self.address} closed the connection")
+                raise self._broken()
             buffer += chunk
         scanned = 0
         while (end := buffer.find(b"\n", scanned)) == -1:
             scanned = len(buffer)
             chunk = self._recv()
             if not chunk:
-                self.close()
-                raise ConnectionLost(f"server {self.address} closed the connection")
+                raise self._broken()
             buffer += chunk
         line = bytes(buffer[:end])
         del buffer[: end + 1]
         return line
-
-
-class _Exchange:
-    """One pipelined ``stream()``: writes input while reading replies, on one selector."""
-
-    def __init__(self, client, sock, chunks, source_fd, half_close):
-        self.client = client
-        self.sock = sock
-        self.half_close = half_close
-        self.pending = memoryview(b"")
-        self.sent_lines = 0
-        self.received_lines = 0
-        self.source_done = False
-        self.chunks = iter(chunks)
-        self.source_fd = source_fd
-        # Whether the input itself ended the session with a DESCONEXION line.
-        self.keyword = KeywordScanner()
-
-    def run(self) -> Iterator[bytes]:
-        selector = selectors.DefaultSelector()
-        try:
-            yield from self._loop(selector)
-        finally:
-            selector.close()
-
-    def _loop(self, selector) -> Iterator[bytes]:
-        sock = self.sock
-        sock_events = selectors.EVENT_READ
-        selector.register(sock, sock_events)
-        watch_source = self._watchable_source(selector)
-        source_watched = watch_source
-        if not watch_source:
-            self._pull_chunk()
-        while not self._finished():
-            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending else 0)
-            if wanted != sock_events:
-                selector.modify(sock, wanted)
-                sock_events = wanted
-            # Read the source only when its last chunk is sent: TCP backpressure then
-            # bounds what this process holds, however large the input.
-            wanted_source = watch_source and not self.source_done and not self.pending
-            if wanted_source != source_watched:
-                if wanted_source:
-                    selector.register(self.source_fd, selectors.EVENT_READ)
-                else:
-                    selector.unregister(self.source_fd)
-                source_watched = wanted_source
-            ready = selector.select(self._wait_limit())
-            if not ready:
-                self.client.close()
-                raise ReplyTimeout(
-                    f"timed out after {self.client.timeout}s waiting for {self.client.address}"
-                )
-            for key, events in ready:
-                if key.fileobj is not sock:
-                    self._read_source()
-                    continue
-                if events & selectors.EVENT_WRITE:
-                    self._send_some(watch_source)
-                if events & selectors.EVENT_READ:
-                    data = self._recv_some()
-                    if data is None:
-                        continue
-                    if not data:
-                        self._server_closed()
-                        return
-                    self.received_lines += data.count(b"\n")
-                    yield data
-
-    def _watchable_source(self, selector) -> bool:
-        """Register a pipe or terminal to be watched; regular files are just read."""
-        if self.source_fd is None:
-            return False
-        try:
-            selector.register(self.source_fd, selectors.EVENT_READ)
-        except (OSError, ValueError):
-            # epoll refuses regular files and /dev/null: they never block anyway.
-            self.chunks = _read_chunks(self.source_fd)
-            return False
-        return True
-
-    def _wait_limit(self) -> float | None:
-        """Time out only while the server owes us something; a quiet producer is no fault."""
-        owed = self.pending or self.received_lines < self.sent_lines or self.source_done
-        return self.client.timeout if owed else None
-
-    def _finished(self) -> bool:
-        if not self.source_done or self.pending:
-            return False
-        return not self.half_close and self.received_lines >= self.sent_lines
-
-    def _pull_chunk(self) -> None:
-        while not self.pending and not self.source_done:
-            try:
-                chunk = next(self.chunks)
-            except StopIteration:
-                self._end_of_source()
-            else:
-                self._queue(chunk)
-
-    def _read_source(self) -> None:
-        chunk = os.read(self.source_fd, _RECV_SIZE)
-        if chunk:
-            self._queue(chunk)
-        else:
-            self._end_of_source()
-
-    def _queue(self, chunk: bytes) -> None:
-        self.pending = memoryview(chunk)
-        if not self.keyword.found:
-            self.sent_lines += self.keyword.scan(chunk).count(b"\n")
-
-    def _end_of_source(self) -> None:
-        self.source_done = True
-        if self.half_close:
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                self.client.close()
-                raise ConnectionLost(
-                    f"connection to {self.client.address} lost: {exc.strerror or exc}"
-                ) from None
-
-    def _send_some(self, watch_source: bool) -> None:
-        try:
-            sent = self.sock.send(self.pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            if self.keyword.found:
-                # The session is over: what was not sent would never be answered anyway.
-                self.pending = memoryview(b"")
-                self.source_done = True
-                return
-            self.client.close()
-            raise ConnectionLost(
-                f"connection to {self.client.address} lost while sending: {exc.strerror or exc}"
-            ) from None
-        self.pending = self.pending[sent:]
-        if not watch_source:
-            self._pull_chunk()
-
-    def _recv_some(self):
-        try:
-            return self.sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as exc:
-            self.client.close()
-            raise ConnectionLost(
-                f"connection to {self.client.address} lost: {exc.strerror or exc}"
-            ) from None
-
-    def _server_closed(self) -> None:
-        """EOF from the server: the expected end, or the server going away."""
-        if self.keyword.found:
-            return  # a DESCONEXION line in the input ended the session
-        if self.half_close and self.source_done and self.received_lines >= self.sent_lines:
-            return  # our EOF, answered in full
-        self.client.close()
-        missing = self.sent_lines - self.received_lines
-        detail = f" with {missing} line(s) unanswered" if missing > 0 else ""
-        raise ConnectionLost(f"server {self.client.address} closed the connection{detail}")
-
-
-def _read_chunks(fd: int) -> Iterator[bytes]:
-    while chunk := os.read(fd, _RECV_SIZE):
-        yield chunk

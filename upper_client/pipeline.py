@@ -1,0 +1,172 @@
+"""The client's pipelining engine: one ``stream()`` that writes input while it reads replies.
+
+Lines go out as fast as the server takes them and replies are yielded as they
+arrive, on one selector, so a filter over any input uses bounded memory and
+never waits one round trip per line. TCP backpressure is the only buffer: the
+next input chunk is read only when the last one is sent.
+
+Error handling: every failure is reported through the owning client
+(``UpperClient._broken``), which closes the connection and words the error.
+"""
+
+import os
+import selectors
+import socket
+from collections.abc import Iterator
+
+from upper_protocol import KeywordScanner
+
+RECV_SIZE = 256 * 1024
+
+
+class PipelinedExchange:
+    """One pipelined ``stream()``: writes input while reading replies, on one selector."""
+
+    def __init__(self, client, sock, chunks, source_fd, half_close):
+        self.client = client
+        self.sock = sock
+        self.half_close = half_close
+        self.pending = memoryview(b"")
+        self.sent_lines = 0
+        self.received_lines = 0
+        self.source_done = False
+        self.chunks = iter(chunks)
+        self.source_fd = source_fd
+        # Whether the input itself ended the session with a DESCONEXION line.
+        self.keyword = KeywordScanner()
+
+    def run(self) -> Iterator[bytes]:
+        selector = selectors.DefaultSelector()
+        try:
+            yield from self._loop(selector)
+        finally:
+            selector.close()
+
+    def _loop(self, selector) -> Iterator[bytes]:
+        sock = self.sock
+        sock_events = selectors.EVENT_READ
+        selector.register(sock, sock_events)
+        watch_source = self._watchable_source(selector)
+        source_watched = watch_source
+        if not watch_source:
+            self._pull_chunk()
+        while not self._finished():
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending else 0)
+            if wanted != sock_events:
+                selector.modify(sock, wanted)
+                sock_events = wanted
+            # Read the source only when its last chunk is sent: TCP backpressure then
+            # bounds what this process holds, however large the input.
+            wanted_source = watch_source and not self.source_done and not self.pending
+            if wanted_source != source_watched:
+                if wanted_source:
+                    selector.register(self.source_fd, selectors.EVENT_READ)
+                else:
+                    selector.unregister(self.source_fd)
+                source_watched = wanted_source
+            ready = selector.select(self._wait_limit())
+            if not ready:
+                raise self.client._broken(TimeoutError())
+            for key, events in ready:
+                if key.fileobj is not sock:
+                    self._read_source()
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    self._send_some(watch_source)
+                if events & selectors.EVENT_READ:
+                    data = self._recv_some()
+                    if data is None:
+                        continue
+                    if not data:
+                        self._server_closed()
+                        return
+                    self.received_lines += data.count(b"\n")
+                    yield data
+
+    def _watchable_source(self, selector) -> bool:
+        """Register a pipe or terminal to be watched; regular files are just read."""
+        if self.source_fd is None:
+            return False
+        try:
+            selector.register(self.source_fd, selectors.EVENT_READ)
+        except (OSError, ValueError):
+            # epoll refuses regular files and /dev/null: they never block anyway.
+            self.chunks = _read_chunks(self.source_fd)
+            return False
+        return True
+
+    def _wait_limit(self) -> float | None:
+        """Time out only while the server owes us something; a quiet producer is no fault."""
+        owed = self.pending or self.received_lines < self.sent_lines or self.source_done
+        return self.client.timeout if owed else None
+
+    def _finished(self) -> bool:
+        if not self.source_done or self.pending:
+            return False
+        return not self.half_close and self.received_lines >= self.sent_lines
+
+    def _pull_chunk(self) -> None:
+        while not self.pending and not self.source_done:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self._end_of_source()
+            else:
+                self._queue(chunk)
+
+    def _read_source(self) -> None:
+        chunk = os.read(self.source_fd, RECV_SIZE)
+        if chunk:
+            self._queue(chunk)
+        else:
+            self._end_of_source()
+
+    def _queue(self, chunk: bytes) -> None:
+        self.pending = memoryview(chunk)
+        if not self.keyword.found:
+            self.sent_lines += self.keyword.scan(chunk).count(b"\n")
+
+    def _end_of_source(self) -> None:
+        self.source_done = True
+        if self.half_close:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                raise self.client._broken(exc) from None
+
+    def _send_some(self, watch_source: bool) -> None:
+        try:
+            sent = self.sock.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if self.keyword.found:
+                # The session is over: what was not sent would never be answered anyway.
+                self.pending = memoryview(b"")
+                self.source_done = True
+                return
+            raise self.client._broken(exc, sending=True) from None
+        self.pending = self.pending[sent:]
+        if not watch_source:
+            self._pull_chunk()
+
+    def _recv_some(self):
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self.client._broken(exc) from None
+
+    def _server_closed(self) -> None:
+        """EOF from the server: the expected end, or the server going away."""
+        if self.keyword.found:
+            return  # a DESCONEXION line in the input ended the session
+        if self.half_close and self.source_done and self.received_lines >= self.sent_lines:
+            return  # our EOF, answered in full
+        raise self.client._broken(unanswered=self.sent_lines - self.received_lines)
+
+
+def _read_chunks(fd: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, RECV_SIZE):
+        yield chunk
