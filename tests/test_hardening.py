@@ -398,6 +398,32 @@ def test_workers_exit_when_the_parent_is_killed(start_server, seen_workers):
     server.process.communicate(timeout=10)  # the workers held the pipes; now they are gone
 
 
+def test_workers_refuse_new_connections_as_soon_as_sigterm_arrives(start_server, seen_workers):
+    """No process may hold a listening socket that nobody will accept from."""
+    server = start_server("--workers", "2", "--shutdown-timeout", "60", "--log-level", "warning")
+    seen_workers.update(wait_for_workers(psutil.Process(server.pid), 2))
+    stuck = socket.create_connection(server.address, timeout=CLOSE_WAIT)
+    try:
+        # A client that never reads keeps its worker, and so the parent, in the shutdown.
+        _accepted, blocked = pump([stuck], ASCII_LINES, ASCII_LINES)
+        assert blocked, "the server never pushed back"
+        server.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(server.address, timeout=CLOSE_WAIT).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        assert eventually(refused), "new connections were still accepted during the shutdown"
+        assert server.process.poll() is None, "the shutdown was already over: nothing tested"
+    finally:
+        stuck.close()
+    code, _stdout, stderr = wait_for_exit(server)
+    assert code == 0, stderr
+
+
 def test_workers_zero_means_one_per_cpu(start_server, seen_workers):
     cpus = len(os.sched_getaffinity(0))
     if cpus > 16:

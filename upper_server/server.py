@@ -3,7 +3,6 @@
 import _socket
 import errno
 import logging
-import resource
 import socket
 
 import gevent
@@ -12,6 +11,7 @@ from gevent.server import StreamServer
 
 from upper_protocol.address import format_address
 from upper_server.connection import DRAINING, RECV_SIZE, WAITING_INPUT, Connection
+from upper_server.limits import default_max_connections
 from upper_server.stats import ServerStats
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,6 @@ FD_RESERVE = 100
 _SWEEP_INTERVAL = 0.5
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_RETRY_MAX = 1.0
-
-
-def default_max_connections() -> int:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(1, soft - FD_RESERVE)
 
 
 class UpperServer(StreamServer):

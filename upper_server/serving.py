@@ -1,0 +1,43 @@
+"""Running one server until it is told to stop: the life of a server process.
+
+Single-process mode and each pre-forked worker run exactly this; only what
+counts as "told to stop" differs (a worker also stops when its parent dies).
+
+Resource handling: the signal handlers installed here are removed when the
+function returns, and the server's ``stop()`` runs on every path out of the
+wait, so its listening sockets are closed at once (new connections are
+refused) and its connections get ``--shutdown-timeout`` to finish.
+
+Error handling: SIGTERM and SIGINT are not errors but the normal end; they set
+an event, and the graceful stop runs in the normal flow of the main greenlet,
+never inside a signal handler.
+"""
+
+import logging
+import signal
+
+import gevent
+from gevent.event import Event
+
+log = logging.getLogger("upper_server")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve_until_signalled(server, on_ready=lambda: None, stop_requested: Event | None = None):
+    """Start ``server``, run until SIGTERM or SIGINT (or ``stop_requested``), stop gracefully.
+
+    ``on_ready`` runs once the handlers are in place: a signal sent as soon as
+    the ready line appears must already be a graceful stop.
+    """
+    stop_requested = stop_requested or Event()
+    handlers = [gevent.signal_handler(signum, stop_requested.set) for signum in STOP_SIGNALS]
+    try:
+        server.start()
+        on_ready()
+        stop_requested.wait()
+        log.info("shutting down")
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        server.stop()
