@@ -286,11 +286,15 @@ def test_bad_port_environment_is_a_usage_error():
 class Terminal:
     """The client with a pseudo-terminal as stdin/stdout (stderr is a separate pipe)."""
 
-    def __init__(self, port: int, *args: str):
+    def __init__(self, port: int, *args: str, patch: str = ""):
+        """``patch``: Python code run in the client's process before the client starts."""
+        command = client_command(port, *args)
+        if patch:
+            command[1:3] = ["-c", f"{patch}\nfrom upper_client.cli import run\nrun()"]
         self.master, slave = pty.openpty()
         try:
             self.process = subprocess.Popen(
-                client_command(port, *args),
+                command,
                 stdin=slave,
                 stdout=slave,
                 stderr=subprocess.PIPE,
@@ -368,8 +372,8 @@ def terminal():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     opened = []
 
-    def open_terminal(port: int, *args: str) -> Terminal:
-        term = Terminal(port, *args)
+    def open_terminal(port: int, *args: str, patch: str = "") -> Terminal:
+        term = Terminal(port, *args, patch=patch)
         opened.append(term)
         return term
 
@@ -451,6 +455,60 @@ def test_interactive_reports_server_gone(fake_server, terminal):
     assert code != 0, (shown, stderr)
     assert b"Traceback" not in shown
     assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}")
+
+
+def test_interactive_notices_at_once_that_the_server_has_gone(start_server, terminal):
+    """Like telnet: no need to type another line to learn the server is gone."""
+    server = start_server("--log-level", "warning")
+    term = terminal(server.port)
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    assert server.stop() == 0
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert b"Traceback" not in shown
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{server.port}", "closed the connection")
+
+
+def test_interactive_notices_the_server_gone_without_pthread_kill(fake_server, terminal):
+    """Windows, simulated: the main thread cannot be signalled, the watcher ends the client."""
+    fake = fake_server(answer_one_line_then_close)
+    term = terminal(fake.port, patch="import signal\ndel signal.pthread_kill")
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert b"Traceback" not in shown
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}", "closed the connection")
+    assert fake.finish() == b"uno\n"
+
+
+def test_interactive_watch_leaves_replies_and_the_session_alone(server, terminal):
+    """Many round trips at the prompt, then a clean DESCONEXION: the watcher takes nothing."""
+    term = terminal(server.port)
+    for number in range(30):
+        term.expect(b"> ")
+        term.type(b"linea %d\r" % number)
+        term.expect(b"LINEA %d\r\n" % number)
+    term.expect(b"> ")
+    term.type(b"DESCONEXION\r")
+    term.expect(b"connection closed")
+    code, shown, stderr = term.finish()
+    assert code == 0, (shown, stderr)
+    assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    "platform, key", [("linux", "Ctrl+D"), ("darwin", "Ctrl+D"), ("win32", "Ctrl+Z then Enter")]
+)
+def test_the_prompt_names_the_end_of_input_key_of_the_platform(monkeypatch, platform, key):
+    from upper_client.cli import end_of_input_key
+
+    monkeypatch.setattr(sys, "platform", platform)
+    assert end_of_input_key() == key
 
 
 def test_interactive_connection_refused(terminal):
