@@ -34,12 +34,28 @@ def client_command(port: int, *args, host: str = "127.0.0.1") -> list:
     return [sys.executable, "-m", "upper_client", "--host", host, "--port", str(port), *args]
 
 
-def run_client(port: int, *args, input: bytes | None = None, host: str = "127.0.0.1", stdin=None):
-    """Run the client to completion; stdin is ``input`` (a pipe) or ``stdin``, else /dev/null."""
+def patched(command: list, patch: str) -> list:
+    """``command`` (the client's), run after the Python code ``patch`` when there is one."""
+    if not patch:
+        return command
+    return [command[0], "-c", f"{patch}\nfrom upper_client.cli import run\nrun()", *command[3:]]
+
+
+def run_client(
+    port: int,
+    *args,
+    input: bytes | None = None,
+    host: str = "127.0.0.1",
+    stdin=None,
+    patch: str = "",
+):
+    """Run the client to completion; stdin is ``input`` (a pipe) or ``stdin``, else /dev/null.
+
+    ``patch``: Python code run in the client's process before the client starts."""
     if input is None and stdin is None:
         stdin = subprocess.DEVNULL
     return subprocess.run(
-        client_command(port, *args, host=host),
+        patched(client_command(port, *args, host=host), patch),
         input=input,
         stdin=stdin,
         capture_output=True,
@@ -288,9 +304,7 @@ class Terminal:
 
     def __init__(self, port: int, *args: str, patch: str = ""):
         """``patch``: Python code run in the client's process before the client starts."""
-        command = client_command(port, *args)
-        if patch:
-            command[1:3] = ["-c", f"{patch}\nfrom upper_client.cli import run\nrun()"]
+        command = patched(client_command(port, *args), patch)
         self.master, slave = pty.openpty()
         try:
             self.process = subprocess.Popen(
@@ -597,9 +611,9 @@ def read_with_timeout(stream, size: int, timeout: float = WAIT) -> bytes:
 def piped_client():
     started = []
 
-    def start(port: int) -> subprocess.Popen:
+    def start(port: int, patch: str = "") -> subprocess.Popen:
         process = subprocess.Popen(
-            client_command(port),
+            patched(client_command(port), patch),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -656,6 +670,75 @@ def test_filter_desconexion_ends_the_session_while_stdin_is_still_open(server, p
     stdout, stderr = process.communicate(timeout=WAIT)
     assert process.returncode == 0, stderr
     assert stdout == b"UNO\n"
+
+
+# Windows, simulated: select() takes sockets only (WSAENOTSOCK for anything else).
+WINDOWS_SELECT = """
+import os, select, selectors, stat, sys
+def _sockets_only(readers, writers, errors, timeout=None):
+    for item in (*readers, *writers, *errors):
+        fd = item if isinstance(item, int) else item.fileno()
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(10038, "An operation was attempted on something that is not a socket")
+    return select.select(readers, writers, errors, timeout)
+selectors.SelectSelector._select = lambda self, r, w, x, timeout=None: _sockets_only(
+    r, w, x, timeout
+)
+selectors.DefaultSelector = selectors.SelectSelector
+import upper_client.cli
+sys.platform = "win32"
+"""
+
+WINDOWS_FILTER_INPUT = (
+    b"hola\nmundo\ncrlf line\r\n"
+    + "canción straße ﬁ ǆ\n".encode()
+    + b"invalid \xff\xfe utf8 \xc3\n\n\nDESCONEXIONES\n DESCONEXION\n"
+    + b"x" * 300_000
+    + b"\nlast line without newline"
+)
+
+
+def test_windows_filter_output_is_exactly_the_reply(server):
+    result = run_client(server.port, input=WINDOWS_FILTER_INPUT * 8, patch=WINDOWS_SELECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == expected_reply(WINDOWS_FILTER_INPUT * 8)
+    assert result.stderr == b""
+
+
+def test_windows_filter_with_quiet_producer_answers_before_more_input(server, piped_client):
+    process = piped_client(server.port, patch=WINDOWS_SELECT)
+    process.stdin.write(b"primera linea\nsegunda\n")
+    process.stdin.flush()
+    assert read_with_timeout(process.stdout, 22) == b"PRIMERA LINEA\nSEGUNDA\n"
+    process.stdin.write(b"tercera\n")
+    process.stdin.flush()
+    assert read_with_timeout(process.stdout, 8) == b"TERCERA\n"
+    stdout, stderr = process.communicate(b"final sin salto", timeout=WAIT)
+    assert process.returncode == 0, stderr
+    assert stdout == b"FINAL SIN SALTO"
+
+
+def test_windows_filter_desconexion_ends_the_session_while_stdin_is_open(server, piped_client):
+    process = piped_client(server.port, patch=WINDOWS_SELECT)
+    process.stdin.write(b"uno\nDESCONEXION\n")
+    process.stdin.flush()
+    try:
+        process.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the client did not end the session at DESCONEXION")
+    stdout, stderr = process.communicate(timeout=WAIT)
+    assert process.returncode == 0, stderr
+    assert stdout == b"UNO\n"
+
+
+def test_windows_filter_regular_file_as_stdin(server, tmp_path):
+    data = b"from a file\nsecond line\r\n\xff\n" * 1000
+    path = tmp_path / "input.txt"
+    path.write_bytes(data)
+    with path.open("rb") as stdin:
+        result = run_client(server.port, stdin=stdin, patch=WINDOWS_SELECT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_reply(data)
 
 
 # --- Network failures: one clear line, non-zero exit, no traceback -------------------------------
