@@ -101,7 +101,7 @@ def fail(message: str, code: int = 1) -> int:
 
 def make_server(listeners, args) -> UpperServer:
     return UpperServer(
-        listeners[0] if len(listeners) == 1 else listeners,  # TEMP-HACK until main lands lists
+        listeners,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections or None,
         shutdown_timeout=args.shutdown_timeout,
