@@ -4,6 +4,8 @@ import socket
 
 from conftest import read_exactly, read_until_eof
 
+from upper_server.connection import State
+
 
 def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
     running = threaded_server(hibernate_after=0.2, idle_timeout=0)
@@ -15,7 +17,7 @@ def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
             assert read_exactly(client, 5) == b"HOLA\n"
         assert running.wait_until(
             lambda server: len(server.connections) == 20
-            and all(connection.hibernating for connection in server.connections)
+            and all(connection.state is State.HIBERNATING for connection in server.connections)
         ), "connections still hold a greenlet after waiting for input"
         assert running.live_greenlets() == baseline
         assert running.stats.open_connections == 20

@@ -1,61 +1,161 @@
-"""One client connection: the gevent I/O around an ``UpperSession``.
+"""One client connection: the gevent I/O around an ``UpperSession``, as a state machine.
 
-This is the hot path, so it avoids gevent's general-purpose socket layer: the
-greenlet parks on a libev watcher whose callback is its own ``switch``, then
-calls the raw non-blocking socket. No Waiter objects, timers or EAGAIN
-exceptions per message; timeouts are enforced by the server's sweeper.
+Theory of operation
+===================
 
-A connection has its own greenlet while it is active. One that has waited for
-input for a while *hibernates*: its greenlet ends and only the socket, the
-watcher and the session remain (under 1 KB, against 6-7 KB for a parked
-greenlet); the first byte that arrives spawns a new greenlet that carries on.
+A connection is an accepted socket, its protocol state (``UpperSession``), one
+I/O watcher, and, while it has work, a greenlet. The greenlet runs the loop
+*receive, uppercase, send* until the session ends, then closes cleanly: FIN
+first, then it reads and discards until the peer closes (the *linger*), so a
+reset never destroys replies the client has not read yet.
+
+Where the greenlet is parked is the connection's ``State``:
+
+- ``STARTING``: spawned, not yet run.
+- ``RUNNING``: between two waits (never seen from outside: see below).
+- ``READING``: waiting for input on the read watcher.
+- ``SENDING``: a reply did not fit in the socket buffer: waiting until the
+  client reads. Nothing more is read meanwhile (backpressure).
+- ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
+- ``HIBERNATING``: idle for a while, so the greenlet has ended; only the socket,
+  the watcher and the session remain. The first byte that arrives spawns a new
+  greenlet that carries on where the last one stopped.
+- ``CLOSED``: the socket is closed and the server has forgotten it.
+
+Five *interrupts* come from outside (the server's shutdown and its sweeper):
+``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END`` and ``FORCE_CLOSE``.
+``TRANSITIONS`` says, for each state, what each of them does; it is the only
+place that decides it. An interrupt is applied in a hub callback
+(``Connection.interrupt``), where no greenlet runs, so the connection's
+greenlet really is parked where ``state`` says; an ``Action`` that needs the
+greenlet to act is thrown into it as ``Interrupted``. ``overdue()``, beside the
+table, is the sweeper's whole decision for one connection.
+
+Fairness: a client that sends as fast as it can keeps the read buffer full.
+After ``Connection.reads_per_turn`` full reads in a row the greenlet parks on
+its read watcher anyway; the watcher is level-triggered, so it wakes again on
+the next turn of the event loop, after every other ready connection, timer and
+signal handler has had its turn.
+
+Resource handling: the socket and the watcher are closed exactly once, by
+``_release()``, whatever ends the connection; a hibernating connection holds no
+greenlet. Error handling: a reset or broken pipe is the client's business
+(logged at debug); any other error is counted in the stats and logged at
+warning with the peer's address. No error leaves this module: one connection's
+fault never reaches another.
 """
 
+import enum
 import logging
 import socket
-from types import MethodType
+from dataclasses import dataclass
 
 import gevent
 from gevent import GreenletExit, getcurrent
-from greenlet import greenlet
 
+from upper_gevent import READ, WRITE, switch_to_hub, watch
 from upper_protocol import UpperSession
 
 log = logging.getLogger(__name__)
 
-_READ = 1
-_WRITE = 2
 RECV_SIZE = 64 * 1024
+"""The server's one receive buffer (under glibc's mmap threshold)."""
 _DRAIN_SIZE = 256 * 1024
 
-# Where a connection's greenlet is parked, if anywhere (None: running, or not started).
-WAITING_INPUT = "input"
-WAITING_OUTPUT = "output"
-DRAINING = "drain"
+
+class State(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    READING = "reading"
+    SENDING = "sending"
+    DRAINING = "draining"
+    HIBERNATING = "hibernating"
+    CLOSED = "closed"
 
 
-class StopServing(Exception):
-    """The server is shutting down: answer what was read, then close."""
+class Interrupt(enum.Enum):
+    STOP = "stop"  # the server shuts down gracefully
+    IDLE_TIMEOUT = "idle timeout"  # no byte moved either way for --idle-timeout
+    HIBERNATE = "hibernate"  # waited for input for a while: give the greenlet back
+    LINGER_END = "linger end"  # the peer did not close within the linger after our FIN
+    FORCE_CLOSE = "forced close"  # the shutdown timeout has passed
 
 
-class IdleTimeout(Exception):
-    """No progress in either direction for the idle timeout."""
+class Action(enum.Enum):
+    IGNORE = "ignore"
+    FINISH = "finish"  # answer what was read, then close cleanly
+    FINISH_AFTER_REPLY = "finish after reply"  # the same, once the reply under way is sent
+    CLOSE_IDLE = "close idle"  # FINISH, logged and counted as an idle timeout
+    DROP = "drop"  # a reply nobody reads: close at once, counted as an idle timeout
+    HIBERNATE = "hibernate"  # end the greenlet, keep the connection
+    END_LINGER = "end linger"  # stop waiting for the peer's close; close now
+    ABORT = "abort"  # close now, whatever the state
 
 
-class Hibernate(Exception):
-    """Idle for a while: give the greenlet's memory back until input arrives."""
+A = Action
+_COLUMNS = (
+    Interrupt.STOP,
+    Interrupt.IDLE_TIMEOUT,
+    Interrupt.HIBERNATE,
+    Interrupt.LINGER_END,
+    Interrupt.FORCE_CLOSE,
+)
+_ROWS = {  # fmt: skip
+    # state            STOP                    IDLE_TIMEOUT  HIBERNATE     LINGER_END    FORCE_CLOSE
+    State.STARTING:    (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.RUNNING:     (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.READING:     (A.FINISH,              A.CLOSE_IDLE, A.HIBERNATE,  A.IGNORE,     A.ABORT),
+    # Never cut a reply short on STOP; a client that stops reading is dropped.
+    State.SENDING:     (A.FINISH_AFTER_REPLY,  A.DROP,       A.IGNORE,     A.IGNORE,     A.ABORT),
+    # Every reply is out: the linger alone bounds this state, during a shutdown too.
+    State.DRAINING:    (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.END_LINGER, A.ABORT),
+    State.HIBERNATING: (A.FINISH,              A.CLOSE_IDLE, A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.CLOSED:      (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE),
+}
+TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
+    state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()
+}
+"""What each interrupt does in each state: the one place that decides it."""
+del A
 
 
-class ClientNotReading(Exception):
-    """Idle timeout while a reply waits to be sent: nobody is reading, drop it now."""
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The sweeper's limits, in seconds; ``idle`` 0 means no idle timeout."""
+
+    idle: float
+    linger: float
+    hibernate_after: float
 
 
-class LingerExpired(Exception):
-    """The peer did not close within the linger timeout after our FIN."""
+def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | None:
+    """The interrupt a connection in ``state`` is due, ``quiet_for`` seconds after it last
+    made progress (any byte in either direction; for ``DRAINING``, since our FIN)."""
+    if state is State.DRAINING:
+        return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
+    if state in (State.READING, State.SENDING, State.HIBERNATING):
+        if timeouts.idle and quiet_for >= timeouts.idle:
+            return Interrupt.IDLE_TIMEOUT
+    if state is State.READING and quiet_for >= timeouts.hibernate_after:
+        return Interrupt.HIBERNATE
+    return None
+
+
+class Interrupted(Exception):
+    """Thrown into a connection's greenlet: ``action`` is what it must do now."""
+
+    def __init__(self, action: Action) -> None:
+        super().__init__(action.value)
+        self.action = action
 
 
 class Connection:
     """Serves one accepted socket until the session ends, then closes it cleanly."""
+
+    reads_per_turn = 4
+    """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the
+    event loop run everything else. 4 x 64 KiB is well under a millisecond of work,
+    and costs a flooding client nothing measurable (see the README's fairness note)."""
 
     __slots__ = (
         "sock",
@@ -63,9 +163,9 @@ class Connection:
         "server",
         "session",
         "greenlet",
-        "waiting",
+        "state",
         "active_at",
-        "stopping",
+        "finish_pending",
         "_watcher",
     )
 
@@ -75,97 +175,85 @@ class Connection:
         self.server = server
         self.session = UpperSession()
         self.greenlet = None
-        self.waiting = None
+        self.state = State.STARTING
         self.active_at = server.loop.now()
-        self.stopping = server.stopping
-        self._watcher = server.loop.io(sock.fileno(), _READ)
-
-    @property
-    def hibernating(self) -> bool:
-        return self.greenlet is None
+        """When a byte last moved either way (``DRAINING``: when our FIN left)."""
+        self.finish_pending = server.stopping
+        """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
+        self._watcher = server.loop.io(sock.fileno(), READ)
 
     # -- control, from the server (any greenlet) -----------------------------
 
     def start(self) -> None:
         self.greenlet = gevent.spawn_raw(self._run, None, False)
 
-    def request_stop(self) -> None:
-        """Finish what was read, then close. Never interrupts a reply half sent."""
-        self.stopping = True
-        self._interrupt(StopServing)
+    def interrupt(self, interrupt: Interrupt) -> None:
+        """Apply ``interrupt`` as ``TRANSITIONS`` says, in a hub callback (see the module)."""
+        self.server.loop.run_callback(self._apply, interrupt)
 
-    def request_idle_close(self) -> None:
-        """Close, even mid-reply: a client that stopped reading makes no progress either."""
-        self._interrupt(IdleTimeout)
+    def overdue(self, now: float, timeouts: Timeouts) -> Interrupt | None:
+        return overdue(self.state, now - self.active_at, timeouts)
 
-    def request_hibernate(self) -> None:
-        self._interrupt(Hibernate)
-
-    def request_linger_end(self) -> None:
-        self._interrupt(LingerExpired)
-
-    def force_close(self) -> None:
-        """The shutdown timeout has passed: close now, whatever state the connection is in."""
-        self._interrupt(GreenletExit)
-
-    def _interrupt(self, reason) -> None:
-        # Decided in a hub callback: nothing else runs there, so the greenlet is
-        # really parked where ``waiting`` says when the exception is thrown.
-        self.server.loop.run_callback(self._deliver, reason)
-
-    def _deliver(self, reason) -> None:
-        if self.sock.fileno() == -1:
-            return  # already closed
-        if self.greenlet is None:
-            if reason is not Hibernate:
-                self._watcher.stop()
-                self.greenlet = gevent.spawn_raw(self._run, reason, False)
-        elif not self.greenlet:
-            # Spawned but not started yet: it will see ``stopping``, or be closed here.
-            if reason is GreenletExit:
-                self.greenlet.throw(GreenletExit)
+    def _apply(self, interrupt: Interrupt) -> None:
+        state = self.state
+        action = TRANSITIONS[state][interrupt]
+        if action is Action.IGNORE:
+            return
+        if action in (Action.CLOSE_IDLE, Action.DROP):
+            self.server.stats.idle_timeouts += 1
+        if action is Action.FINISH_AFTER_REPLY:
+            self.finish_pending = True
+        elif state is State.HIBERNATING:
+            self._watcher.stop()
+            if action is Action.ABORT:
+                log.info("%s: closed at the shutdown timeout", self.peer)
                 self._release()
-        elif reason is GreenletExit:
-            self.greenlet.throw(reason)
-        elif reason is IdleTimeout and self.waiting == WAITING_OUTPUT:
-            self.greenlet.throw(ClientNotReading)
-        elif self.waiting == WAITING_INPUT or (
-            reason is LingerExpired and self.waiting == DRAINING
-        ):
-            self.greenlet.throw(reason)
+            else:
+                self.state = State.STARTING
+                self.greenlet = gevent.spawn_raw(self._run, Interrupted(action), False)
+        elif state is State.STARTING:
+            # ABORT only: GreenletExit kills a greenlet that never ran without running it.
+            self.greenlet.throw(GreenletExit)
+            log.info("%s: closed at the shutdown timeout", self.peer)
+            self._release()
+        else:
+            self.greenlet.throw(Interrupted(action))
 
     def _wake(self) -> None:
         """Input arrived for a hibernating connection (a hub callback)."""
         self._watcher.stop()
+        self.state = State.STARTING
         self.greenlet = gevent.spawn_raw(self._run, None, True)
 
     # -- the connection's greenlet --------------------------------------------
 
-    def _run(self, reason, input_ready: bool) -> None:
+    def _run(self, interrupted: Interrupted | None, input_ready: bool) -> None:
         self.greenlet = getcurrent()
-        hibernated = False
+        self.state = State.RUNNING
         try:
             try:
-                if reason is not None:
-                    raise reason
+                if interrupted is not None:
+                    raise interrupted
                 self._answer(input_ready)
-            except Hibernate:
-                hibernated = True
-                self._hibernate()
-                return
-            except (StopServing, IdleTimeout) as why:
-                self.waiting = None
-                if isinstance(why, IdleTimeout):
+            except Interrupted as why:
+                if why.action is Action.HIBERNATE:
+                    self._hibernate()
+                    return
+                if why.action not in (Action.FINISH, Action.CLOSE_IDLE):
+                    raise
+                self.state = State.RUNNING
+                if why.action is Action.CLOSE_IDLE:
                     log.info("%s: closed after %ss idle", self.peer, self.server.idle_timeout)
                 # Whatever the session still holds back was read: it gets its reply. The
                 # idle clock restarts, so a client that does not read it is dropped in turn.
                 self.active_at = self.server.loop.now()
                 self._send_all(self.session.end_of_input())
             self._close_cleanly()
-        except ClientNotReading:
-            log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
-        except GreenletExit:
-            log.info("%s: closed at the shutdown timeout", self.peer)
+        except Interrupted as why:
+            if why.action is Action.DROP:
+                log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
+            else:
+                log.info("%s: closed at the shutdown timeout", self.peer)
         except (ConnectionResetError, BrokenPipeError) as exc:
             log.debug("%s: connection lost: %s", self.peer, exc)
         except OSError as exc:
@@ -175,35 +263,30 @@ class Connection:
             self.server.stats.errors += 1
             log.warning("%s: connection failed", self.peer, exc_info=True)
         finally:
-            if not hibernated:
+            if self.state is not State.HIBERNATING:
                 self._release()
 
     def _hibernate(self) -> None:
-        watcher = self._watcher
-        watcher.stop()
-        self.waiting = None
         self.greenlet = None
-        watcher.start(self._wake)
+        self.state = State.HIBERNATING
+        watch(self._watcher, READ, self._wake)
 
     def _release(self) -> None:
-        if self.sock.fileno() == -1:
+        if self.state is State.CLOSED:
             return
+        self.state = State.CLOSED
         self._watcher.stop()
         self._watcher.close()
         self.sock.close()
         self.greenlet = None
-        self.waiting = None
         self.server.connection_closed(self)
 
     def _answer(self, input_ready: bool) -> None:
-        """The receive, uppercase, send loop until the session ends."""
+        """The receive, uppercase, send loop, until the session ends or must finish."""
         session = self.session
         stats = self.server.stats
         now = self.server.loop.now
-        # The raw switch: gevent's Hub.switch first looks for a ``switch_out`` hook
-        # (a guard for code running *in* the hub), an AttributeError on every call
-        # from a raw greenlet like this one.
-        wait = MethodType(greenlet.switch, self.server.hub)
+        wait = switch_to_hub(self.server.hub)
         # One buffer per server, reused: recv(64 KiB) would allocate 64 KiB and
         # shrink it for every 16-byte line. The hub runs one greenlet at a time,
         # and each copies its bytes out before it can be switched away from.
@@ -212,24 +295,26 @@ class Connection:
         recv_into = self.sock.recv_into
         send = self.sock.send
         feed = session.feed
-        self._watcher.start(self.greenlet.switch)
-        more_waiting = input_ready
-        while not self.stopping:
-            if not more_waiting:
-                self.waiting = WAITING_INPUT
+        reads_per_turn = self.reads_per_turn
+        full_reads = 0
+        watch(self._watcher, READ, self.greenlet.switch)
+        while not self.finish_pending:
+            if not input_ready:
+                self.state = State.READING
                 wait()
-                self.waiting = None
+                self.state = State.RUNNING
+                full_reads = 0
             try:
                 size = recv_into(buffer)
             except BlockingIOError:
-                more_waiting = False
+                input_ready = False
                 continue
             if not size:
                 self._send_all(session.end_of_input())
                 return
             data = received[:size].tobytes()
             self.active_at = now()
-            stats.bytes_in += len(data)
+            stats.bytes_in += size
             stats.lines_in += data.count(b"\n")
             reply = feed(data)
             if reply:
@@ -243,8 +328,13 @@ class Connection:
                 stats.lines_out += reply.count(b"\n")
             if session.ended:
                 return
-            # A full buffer means the client is probably ahead of us: read again at once.
-            more_waiting = size == RECV_SIZE
+            # A full buffer means the client is probably ahead of us: read again at once,
+            # but only a few times in a row (fairness: see the module's docstring).
+            if size == RECV_SIZE:
+                full_reads += 1
+                input_ready = full_reads < reads_per_turn
+            else:
+                input_ready = False
         self._send_all(session.end_of_input())
 
     def _send_all(self, data: bytes) -> None:
@@ -259,11 +349,9 @@ class Connection:
         Nothing more is read meanwhile, so a client that does not read its replies
         cannot make the server buffer them.
         """
-        watcher = self._watcher
         view = memoryview(data)[sent:]
-        watcher.stop()
-        watcher.events = _WRITE
-        watcher.start(self.greenlet.switch)
+        wait = switch_to_hub(self.server.hub)
+        watch(self._watcher, WRITE, self.greenlet.switch)
         try:
             while view:
                 try:
@@ -274,41 +362,40 @@ class Connection:
                     view = view[sent:]
                     self.active_at = self.server.loop.now()
                     continue
-                self.waiting = WAITING_OUTPUT
-                self.server.hub.switch()
-                self.waiting = None
+                self.state = State.SENDING
+                wait()
+                self.state = State.RUNNING
         finally:
-            watcher.stop()
-            watcher.events = _READ
-            watcher.start(self.greenlet.switch)
+            watch(self._watcher, READ, self.greenlet.switch)
 
     def _close_cleanly(self) -> None:
         """FIN first, then read and discard until the peer closes: never an RST over replies.
 
         Closing a socket with unread input makes Linux send an RST, which can destroy
-        replies the client has not read yet. The server's sweeper bounds the drain
-        with the linger timeout (no timer per connection).
+        replies the client has not read yet. The sweeper bounds the drain with the
+        linger timeout (``overdue``), during a shutdown too.
         """
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        watcher = self._watcher
-        watcher.stop()
-        watcher.events = _READ
-        watcher.start(self.greenlet.switch)
+        wait = switch_to_hub(self.server.hub)
+        watch(self._watcher, READ, self.greenlet.switch)
         self.active_at = self.server.loop.now()
         try:
             while True:
                 # The peer needs a moment to read our FIN and answer it: wait first.
-                self.waiting = DRAINING
-                self.server.hub.switch()
-                self.waiting = None
+                # One read per wake-up, so a peer that floods us here gets no more
+                # than its turn either.
+                self.state = State.DRAINING
+                wait()
+                self.state = State.RUNNING
                 try:
-                    while self.sock.recv(_DRAIN_SIZE):
-                        pass
-                    return
+                    if not self.sock.recv(_DRAIN_SIZE):
+                        return
                 except BlockingIOError:
                     continue
-        except LingerExpired:
+        except Interrupted as why:
+            if why.action is not Action.END_LINGER:
+                raise
             log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
