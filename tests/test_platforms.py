@@ -201,8 +201,15 @@ def test_open_file_limit_is_raised_to_what_macos_allows():
     assert result.stdout.split() == ["10240", "10140"]
 
 
-def test_the_server_starts_with_macos_open_file_limits(start_server):
-    assert_serves_then_stops_cleanly(start_server(command=server_command(MACOS_OPEN_FILES)))
+@pytest.mark.parametrize(
+    "patch, limit", [(MACOS_OPEN_FILES, 10140), (NO_RESOURCE, 10000)], ids=["macos", "windows"]
+)
+def test_the_server_serves_as_many_connections_as_the_platform_allows(start_server, patch, limit):
+    server = start_server(command=[*server_command(patch), "--log-level", "debug"])
+    assert answers(server.address)
+    code, _stdout, stderr = server.stop_and_collect()
+    assert code == 0, stderr
+    assert f"at most {limit} connections" in stderr, stderr
 
 
 # -- a host name that resolves to both families ------------------------------------------
