@@ -10,7 +10,14 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("upper_protocol", "upper_cli", "upper_server", "upper_client", "loadtest")
+PACKAGES = (
+    "upper_protocol",
+    "upper_cli",
+    "upper_gevent",
+    "upper_server",
+    "upper_client",
+    "loadtest",
+)
 
 
 def module_name(path: pathlib.Path) -> str:
