@@ -759,6 +759,18 @@ def test_connection_refused(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_ipv6_addresses_are_named_in_brackets(mode):
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: refused
+        result = run_client(
+            port, *MODES[mode].get("args", ()), input=MODES[mode].get("input"), host="::1"
+        )
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, f"[::1]:{port}", "refused")
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_unknown_host(mode):
     result = run_client(
         5000, *MODES[mode].get("args", ()), input=MODES[mode].get("input"), host="nope.invalid"

@@ -88,8 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.workers > 1 and not can_fork():
         parser.error(
             f"argument --workers: pre-forked workers need fork(), which {sys.platform} "
-            "does not have; use --workers 1 (one process per port, or several behind "
-            "a balancer)"
+            "does not have; use --workers 1 (for more cores, run one server per port "
+            "behind a balancer)"
         )
     return args
 

@@ -30,7 +30,8 @@ def serve_until_signalled(server, on_ready=lambda: None, stop_requested: Event |
     ``on_ready`` runs once the handlers are in place: a signal sent as soon as
     the ready line appears must already be a graceful stop.
     """
-    stop_requested = stop_requested or Event()
+    if stop_requested is None:
+        stop_requested = Event()
     handlers = [gevent.signal_handler(signum, stop_requested.set) for signum in STOP_SIGNALS]
     try:
         server.start()
