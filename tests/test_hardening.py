@@ -17,7 +17,7 @@ import time
 
 import psutil
 import pytest
-from conftest import read_exactly, read_until_eof
+from helpers import read_exactly, read_until_eof
 from reference_model import expected_reply
 from servers import ServerProcess
 
