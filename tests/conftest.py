@@ -1,13 +1,10 @@
-import pathlib
+"""The suite's fixtures. Helpers shared by test modules are in ``helpers.py`` and
+``servers.py`` (pytest's ``pythonpath`` setting puts tests/ on the path)."""
+
 import socket
-import sys
 
 import pytest
-
-# Test helper modules (reference_model, servers, ...) are imported by plain name.
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-
-from servers import ServerProcess, ThreadedServer  # noqa: E402
+from servers import ServerProcess, ThreadedServer
 
 SOCKET_TIMEOUT = 10.0
 
@@ -63,21 +60,3 @@ def connect():
     yield open_socket
     for sock in sockets:
         sock.close()
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (raises on reset or timeout)."""
-    chunks = []
-    while chunk := sock.recv(1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {size} bytes: {bytes(data)!r}")
-        data += chunk
-    return bytes(data)

@@ -23,14 +23,10 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import pathlib
 import socket
 import struct
 import sys
 from time import perf_counter
-
-# Run as a script, only tests/ is on the path: the packages are in the repository's root.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import gevent
 import gevent.event

@@ -16,18 +16,13 @@ import threading
 import time
 
 import pytest
+from helpers import clean_env
 from reference_model import KEYWORD, expected_reply, upper_line
 
 from upper_client.cli import parse_args
 
 RUN_TIMEOUT = 30.0
 WAIT = 10.0
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPPER_")}
-    env.update(extra)
-    return env
 
 
 def client_command(port: int, *args, host: str = "127.0.0.1") -> list:

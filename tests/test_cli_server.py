@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import read_until_eof
+from helpers import clean_env, read_until_eof
 from servers import ServerProcess
 
 from upper_server.cli import parse_args
@@ -22,13 +22,6 @@ BANNER = re.compile(r"^upper_server listening on 127\.0\.0\.1:(?P<port>\d+)$")
 RUN_TIMEOUT = 15.0
 UNBINDABLE_ADDRESS = "192.0.2.1"
 """TEST-NET-1: never assigned to this machine. Only ever bound to, never sent traffic."""
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without UPPER_* settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPPER_")}
-    env.update(extra)
-    return env
 
 
 def run_server(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

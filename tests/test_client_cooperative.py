@@ -41,7 +41,7 @@ SCENARIOS = [
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_cooperative_scenario(server, scenario):
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), scenario, str(server.port)],
+        [sys.executable, "-m", "tests.cooperative_scenarios", scenario, str(server.port)],
         cwd=TESTS.parent,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ and keyword fragments, the bytes that come back must be exactly these.
 import socket
 
 import pytest
-from conftest import read_until_eof
+from helpers import read_until_eof
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reference_model import expected_reply

@@ -17,7 +17,7 @@ import time
 
 import psutil
 import pytest
-from conftest import read_exactly, read_until_eof
+from helpers import read_exactly, read_until_eof
 from reference_model import expected_reply
 from servers import ServerProcess
 
@@ -316,6 +316,23 @@ def test_client_that_never_reads_is_closed_after_the_shutdown_timeout(
     assert elapsed < timeout + 10, f"exit took {elapsed:.1f}s with --shutdown-timeout {timeout}"
     # The straggler's connection is gone (EOF or reset once its unread replies are read).
     read_until_closed(stuck)
+
+
+def test_shutdown_keeps_the_linger_of_a_client_that_never_closes(start_server, connect):
+    """After DESCONEXION the client has every reply and our FIN but keeps its socket open:
+    without a shutdown its connection ends at the linger (5 s), and a shutdown must not
+    make it wait for the whole --shutdown-timeout instead."""
+    server = start_server("--shutdown-timeout", "30", "--log-level", "info")
+    lingering = connect(server.address)
+    lingering.sendall(b"hola\nDESCONEXION\n")
+    assert read_until_eof(lingering) == b"HOLA\n"  # every reply, then the FIN; never closed
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    code, _stdout, stderr = wait_for_exit(server, timeout=40)
+    elapsed = time.monotonic() - started
+    assert code == 0, stderr
+    assert "still open" not in stderr, stderr
+    assert elapsed < 15, f"shutdown took {elapsed:.1f}s: the linger (5 s) did not apply"
 
 
 # -- --workers ---------------------------------------------------------------------------

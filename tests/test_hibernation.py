@@ -2,7 +2,7 @@
 
 import socket
 
-from conftest import read_exactly, read_until_eof
+from helpers import read_exactly, read_until_eof
 
 from upper_server.connection import State
 

@@ -5,7 +5,7 @@ import threading
 
 import psutil
 import pytest
-from conftest import read_exactly, read_until_eof
+from helpers import read_exactly, read_until_eof
 from reference_model import expected_reply
 
 from upper_client import UpperClient

@@ -26,7 +26,8 @@ and it refuses before sending anything, so the connection stays in step.
 import sys
 import weakref
 from time import perf_counter
-from types import MethodType
+
+from upper_gevent import switch_to_hub
 
 RECV_SIZE = 64 * 1024
 """Under glibc's mmap threshold: a larger buffer costs an mmap/munmap per read."""
@@ -105,9 +106,7 @@ class Cooperative:
         self._hub = hub
         self._loop = hub.loop
         self._getcurrent = greenlet_module.getcurrent
-        # gevent's Hub.switch first looks for a ``switch_out`` hook on the current
-        # greenlet; nothing here installs one, so switch to the hub directly.
-        self._to_hub = MethodType(greenlet_module.greenlet.switch, hub)
+        self._to_hub = switch_to_hub(hub)
         outbox = self._outboxes.get(hub)
         if outbox is None:
             outbox = self._outboxes[hub] = Outbox(hub.loop)

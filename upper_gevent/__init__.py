@@ -42,6 +42,9 @@ USED_GEVENT_NAMES = {
     # The client's fast path reaches under a monkey-patched socket.
     "gevent._socket3.socket": ("_sock", "_read_event", "hub", "timeout"),
     "gevent.hub.Hub": ("loop", "switch"),
+    "gevent loop": ("io", "timer", "run_callback", "now"),
+    # libev/libuv I/O watchers: ``events`` can be changed only while stopped (see watch()).
+    "gevent I/O watcher": ("start", "stop", "close", "events", "callback"),
     "gevent.exceptions": ("ConcurrentObjectUseError", "BlockingSwitchOutError"),
 }
 """Class or module -> the attributes upper relies on (checked by the tests)."""

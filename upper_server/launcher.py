@@ -77,7 +77,8 @@ class ServerProcess:
     """``python -m upper_server --host 127.0.0.1 --port 0 ARGS`` until stopped.
 
     ``command`` replaces the whole command line (then nothing is added to it);
-    ``cpu`` pins the child to one CPU (Linux). After ``start()``, ``address``,
+    ``cpu`` pins the child to one CPU (Linux); ``cwd`` runs it in another folder
+    (another checkout's ``upper_server``, to compare two versions). After ``start()``, ``address``,
     ``addresses`` (every one of the ready line) and ``banner`` are known.
     """
 
@@ -89,6 +90,7 @@ class ServerProcess:
         env: dict | None = None,
         cpu: int | None = None,
         stderr=subprocess.PIPE,
+        cwd: str | None = None,
     ) -> None:
         if command is None:
             command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", *args]
@@ -96,6 +98,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.cpu = cpu
         self.stderr = stderr
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.addresses: list[tuple[str, int]] = []
         self.banner = ""
@@ -123,6 +126,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=self.env,
+            cwd=self.cwd,
             preexec_fn=_child_setup(self.cpu) if os.name == "posix" else None,
         )
         try:

@@ -1,0 +1,105 @@
+"""The connection's state table and the sweeper's decision, with no sockets."""
+
+import pytest
+
+from upper_server.connection import (
+    TRANSITIONS,
+    Action,
+    Interrupt,
+    State,
+    Timeouts,
+    overdue,
+)
+
+TIMEOUTS = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0)
+WAITING = (State.READING, State.SENDING, State.DRAINING, State.HIBERNATING)
+
+
+def test_every_state_has_an_action_for_every_interrupt():
+    assert set(TRANSITIONS) == set(State)
+    for state, actions in TRANSITIONS.items():
+        assert set(actions) == set(Interrupt), state
+
+
+def test_force_close_ends_every_live_state_and_nothing_touches_a_closed_one():
+    for state in State:
+        expected = Action.IGNORE if state is State.CLOSED else Action.ABORT
+        assert TRANSITIONS[state][Interrupt.FORCE_CLOSE] is expected, state
+    assert set(TRANSITIONS[State.CLOSED].values()) == {Action.IGNORE}
+
+
+def test_stop_never_cuts_a_reply_short():
+    # Only a greenlet parked for input (or none at all) finishes at once; one that is
+    # sending, starting or between waits finishes after the reply under way.
+    assert TRANSITIONS[State.READING][Interrupt.STOP] is Action.FINISH
+    assert TRANSITIONS[State.HIBERNATING][Interrupt.STOP] is Action.FINISH
+    for state in (State.SENDING, State.STARTING, State.RUNNING):
+        assert TRANSITIONS[state][Interrupt.STOP] is Action.FINISH_AFTER_REPLY, state
+
+
+def test_a_lingering_connection_keeps_its_linger_during_a_shutdown():
+    assert TRANSITIONS[State.DRAINING][Interrupt.STOP] is Action.IGNORE
+    assert TRANSITIONS[State.DRAINING][Interrupt.LINGER_END] is Action.END_LINGER
+    assert TRANSITIONS[State.DRAINING][Interrupt.IDLE_TIMEOUT] is Action.IGNORE
+
+
+def test_idle_timeout_closes_politely_unless_replies_go_unread():
+    assert TRANSITIONS[State.READING][Interrupt.IDLE_TIMEOUT] is Action.CLOSE_IDLE
+    assert TRANSITIONS[State.HIBERNATING][Interrupt.IDLE_TIMEOUT] is Action.CLOSE_IDLE
+    assert TRANSITIONS[State.SENDING][Interrupt.IDLE_TIMEOUT] is Action.DROP
+
+
+def test_only_a_connection_waiting_for_input_hibernates():
+    hibernating = [s for s in State if TRANSITIONS[s][Interrupt.HIBERNATE] is Action.HIBERNATE]
+    assert hibernating == [State.READING]
+
+
+def test_linger_end_applies_only_while_draining():
+    ending = [s for s in State if TRANSITIONS[s][Interrupt.LINGER_END] is not Action.IGNORE]
+    assert ending == [State.DRAINING]
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_nothing_is_due_right_after_progress(state):
+    assert overdue(state, 0.0, TIMEOUTS) is None
+
+
+def test_a_quiet_reader_hibernates_then_times_out():
+    assert overdue(State.READING, 0.9, TIMEOUTS) is None
+    assert overdue(State.READING, 1.0, TIMEOUTS) is Interrupt.HIBERNATE
+    assert overdue(State.READING, 300.0, TIMEOUTS) is Interrupt.IDLE_TIMEOUT
+    assert overdue(State.HIBERNATING, 299.0, TIMEOUTS) is None
+    assert overdue(State.HIBERNATING, 300.0, TIMEOUTS) is Interrupt.IDLE_TIMEOUT
+
+
+def test_a_stuck_sender_times_out_but_never_hibernates():
+    assert overdue(State.SENDING, 299.0, TIMEOUTS) is None
+    assert overdue(State.SENDING, 300.0, TIMEOUTS) is Interrupt.IDLE_TIMEOUT
+
+
+def test_draining_is_bounded_by_the_linger_not_the_idle_timeout():
+    assert overdue(State.DRAINING, 4.9, TIMEOUTS) is None
+    assert overdue(State.DRAINING, 5.0, TIMEOUTS) is Interrupt.LINGER_END
+    no_idle = Timeouts(idle=0, linger=5.0, hibernate_after=1.0)
+    assert overdue(State.DRAINING, 5.0, no_idle) is Interrupt.LINGER_END
+
+
+def test_idle_timeout_zero_turns_it_off():
+    no_idle = Timeouts(idle=0, linger=5.0, hibernate_after=1.0)
+    assert overdue(State.SENDING, 1e9, no_idle) is None
+    assert overdue(State.HIBERNATING, 1e9, no_idle) is None
+    assert overdue(State.READING, 1e9, no_idle) is Interrupt.HIBERNATE
+
+
+@pytest.mark.parametrize("state", [State.STARTING, State.RUNNING, State.CLOSED])
+def test_a_greenlet_at_work_is_never_swept(state):
+    assert overdue(state, 1e9, TIMEOUTS) is None
+
+
+@pytest.mark.parametrize("state", WAITING)
+def test_whatever_the_sweeper_asks_for_has_an_effect(state):
+    # An interrupt the table ignores would be asked for again at every sweep.
+    for quiet_for in (0.5, 1.0, 5.0, 300.0, 1e9):
+        interrupt = overdue(state, quiet_for, TIMEOUTS)
+        if interrupt is not None:
+            assert TRANSITIONS[state][interrupt] is not Action.IGNORE, (state, quiet_for)
