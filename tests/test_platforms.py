@@ -16,7 +16,7 @@ import sys
 
 import psutil
 import pytest
-from conftest import read_exactly
+from helpers import read_exactly
 from servers import ServerProcess
 from test_hardening import eventually, process_alive, wait_for_workers
 
