@@ -10,6 +10,7 @@ import pty
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -493,6 +494,33 @@ def test_interactive_notices_the_server_gone_without_pthread_kill(fake_server, t
     assert b"Traceback" not in shown
     assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}", "closed the connection")
     assert fake.finish() == b"uno\n"
+
+
+def test_interactive_notices_a_reset_at_the_prompt(fake_server, terminal):
+    at_prompt = threading.Event()
+
+    def answer_then_reset(fake: FakeServer, conn: socket.socket) -> None:
+        buffer = b""
+        while b"\n" not in buffer:
+            data = fake.recv(conn)
+            assert data, "the client closed before its line"
+            buffer += data
+        conn.sendall(upper_line(buffer.split(b"\n", 1)[0]) + b"\n")
+        # Reset only once the reply is shown: a reset can destroy unread data.
+        assert at_prompt.wait(WAIT)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    fake = fake_server(answer_then_reset)
+    term = terminal(fake.port)
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    at_prompt.set()
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}", "reset")
+    fake.finish()
 
 
 def test_interactive_watch_leaves_replies_and_the_session_alone(server, terminal):

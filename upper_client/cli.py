@@ -73,7 +73,8 @@ def interactive(client: UpperClient) -> int:
         pass
     key = end_of_input_key()
     print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
-    with ServerWatch(client._require_socket(), lambda: server_gone_unattended(client)) as watch:
+    watch = ServerWatch(client._require_socket(), lambda: server_gone_unattended(client, watch))
+    with watch:
         while True:
             try:
                 line = watch.read_line("> ")
@@ -82,7 +83,7 @@ def interactive(client: UpperClient) -> int:
                 break
             except ServerGone:
                 print()
-                raise client._broken() from None
+                raise client._broken(watch.cause) from None
             if ends_session(encode_text(line)):
                 break
             write_line(client.upper(line))
@@ -91,10 +92,10 @@ def interactive(client: UpperClient) -> int:
     return 0
 
 
-def server_gone_unattended(client: UpperClient) -> None:
+def server_gone_unattended(client: UpperClient, watch: ServerWatch) -> None:
     """The server went away and input() cannot be interrupted here: say so and end."""
     print(file=sys.stdout, flush=True)
-    print(f"{PROG}: error: {client._broken()}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {client._broken(watch.cause)}", file=sys.stderr, flush=True)
     os._exit(1)
 
 

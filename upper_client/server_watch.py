@@ -46,6 +46,8 @@ class ServerWatch:
         self.sock = sock
         self.on_gone_unattended = on_gone_unattended
         self.gone = False
+        self.cause: OSError | None = None
+        """The reset that ended the connection, or None if the server closed it."""
         self._main = threading.get_ident()
         self._lock = threading.Lock()
         self._at_prompt = False
@@ -135,8 +137,9 @@ class ServerWatch:
             return self.sock.recv(1, socket.MSG_PEEK) == b""
         except (BlockingIOError, InterruptedError, TimeoutError):
             return False
-        except OSError:
-            return True  # reset
+        except OSError as exc:
+            self.cause = exc  # reset
+            return True
 
     def _tell_main_thread(self) -> None:
         if not can_interrupt_input():
