@@ -17,7 +17,13 @@ import time
 
 import psutil
 import pytest
-from helpers import read_exactly, read_until_eof
+from helpers import (
+    eventually,
+    process_alive,
+    read_exactly,
+    read_until_eof,
+    wait_for_workers,
+)
 from reference_model import expected_reply
 from servers import ServerProcess
 
@@ -30,16 +36,6 @@ _LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close(
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def eventually(predicate, timeout: float = CLOSE_WAIT, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def read_until_closed(sock: socket.socket, timeout: float = CLOSE_WAIT) -> bytes:
@@ -129,15 +125,6 @@ def wait_for_exit(server: ServerProcess, timeout: float = 30.0):
         server.kill()
         raise
     return server.process.returncode, stdout.decode(), stderr.decode()
-
-
-def process_alive(pid: int, created: float) -> bool:
-    """Whether that very process (not a reuse of its pid) still runs (zombies do not)."""
-    try:
-        process = psutil.Process(pid)
-        return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def answers(address, text: str = "sigo aquí") -> bool:
@@ -336,36 +323,6 @@ def test_shutdown_keeps_the_linger_of_a_client_that_never_closes(start_server, c
 
 
 # -- --workers ---------------------------------------------------------------------------
-
-
-def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int, float]:
-    """{pid: create_time} of the parent's live children, once there are ``count`` of them."""
-    found = {}
-
-    def ready():
-        nonlocal found
-        try:
-            found = {
-                child.pid: child.create_time()
-                for child in parent.children()
-                if child.status() != psutil.STATUS_ZOMBIE
-            }
-        except psutil.NoSuchProcess:
-            return False
-        return len(found) == count and not set(found) & set(exclude)
-
-    assert eventually(ready), f"expected {count} workers, found {found}"
-    return found
-
-
-@pytest.fixture
-def seen_workers():
-    """{pid: create_time} of the workers a test saw; any still alive at the end is killed."""
-    seen = {}
-    yield seen
-    for pid, created in seen.items():
-        if process_alive(pid, created):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_workers_are_supervised_and_stop_with_the_parent(start_server, seen_workers):

@@ -16,9 +16,8 @@ import sys
 
 import psutil
 import pytest
-from helpers import read_exactly
+from helpers import eventually, process_alive, read_exactly, wait_for_workers
 from servers import ServerProcess
-from test_hardening import eventually, process_alive, wait_for_workers
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -104,15 +103,6 @@ def assert_serves_then_stops_cleanly(server: ServerProcess) -> None:
     code, _stdout, stderr = server.stop_and_collect()
     assert code == 0, stderr
     assert "Traceback" not in stderr, stderr
-
-
-@pytest.fixture
-def seen_workers():
-    seen = {}
-    yield seen
-    for pid, created in seen.items():
-        if process_alive(pid, created):
-            os.kill(pid, signal.SIGKILL)
 
 
 # -- Windows -----------------------------------------------------------------------------
