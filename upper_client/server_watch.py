@@ -107,7 +107,7 @@ class ServerWatch:
     # -- the watcher thread ---------------------------------------------------
 
     def _interrupted(self, signum, frame) -> None:
-        if self._in_input:
+        if self._in_input and self.gone:  # not a SIGUSR1 from someone else
             raise ServerGone
 
     def _watch(self) -> None:
