@@ -13,10 +13,6 @@ the thread blocks when the socket pair's buffers are full.
 Error handling: every failure is reported through the owning client
 (``UpperClient._broken``), which closes the connection and words the error.
 A failure to read the source is raised as it is.
-
-Resource handling: the selector and the relay's socket are closed when the
-exchange ends, however it ends; the relay's thread then ends at its next write
-(or with the process, if it is still waiting for input that never comes).
 """
 
 import os
@@ -203,7 +199,21 @@ def select_takes_pipes() -> bool:
 
 
 class SourceRelay:
-    """Copies a descriptor into a socket pair from a thread, for a selector of sockets only."""
+    """Copies a descriptor into a socket pair from a thread, for a selector of sockets only.
+
+    Resource handling:
+
+      The exchange closes its end (``close()``) when it ends, however it
+      ends; the thread then stops at its next write, or with the process if
+      it is still waiting for input that never comes (it is a daemon thread:
+      a read from a pipe or console cannot be interrupted portably).
+
+    Error handling:
+
+      A read error in the thread is kept and raised by ``read()`` where the
+      end of the source would otherwise be reported, so it is never mistaken
+      for the end of the input.
+    """
 
     def __init__(self, fd: int):
         self.socket, self._writer = socket.socketpair()

@@ -8,18 +8,6 @@ Only the prompt is watched: during a round trip the socket belongs to the main
 thread, and the watcher, which takes a lock the main thread also takes on
 leaving the prompt, never looks at it then. The watcher only peeks
 (``MSG_PEEK``); it never consumes a byte.
-
-Error handling: on POSIX the watcher interrupts ``input()`` with a signal aimed
-at the main thread (``pthread_kill``), whose handler raises ``ServerGone``; the
-signal is resent until the main thread has noticed, since a signal landing just
-before ``input()`` blocks would otherwise wait for the next key. Where threads
-cannot be signalled (Windows), nothing can interrupt a console read, so the
-watcher calls ``on_gone_unattended`` instead (the command line prints its one
-line and ends the process).
-
-Resource handling: ``close()`` wakes the watcher through a socket pair and
-joins it before the caller closes the connection, so the watcher never selects
-on a closed descriptor.
 """
 
 import select
@@ -40,7 +28,26 @@ def can_interrupt_input() -> bool:
 
 
 class ServerWatch:
-    """Watches ``sock`` while ``read_line()`` waits for the user. Create it in the main thread."""
+    """Watches ``sock`` while ``read_line()`` waits for the user. Create it in the main thread.
+
+    Resource handling:
+
+      ``close()`` (or leaving the ``with`` block) wakes the watcher through a
+      socket pair and joins it, and puts back the previous SIGUSR1 handler;
+      call it before closing the connection, so the watcher never selects on a
+      closed descriptor.
+
+    Error handling:
+
+      On POSIX the watcher interrupts ``input()`` with SIGUSR1 aimed at the
+      main thread (``pthread_kill``), whose handler raises ``ServerGone``. The
+      signal is resent until the main thread has noticed: one that lands just
+      before ``input()`` blocks would otherwise wait for the next key. Where
+      threads cannot be signalled (Windows) nothing interrupts a console read,
+      so the watcher calls ``on_gone_unattended`` instead (the command line
+      prints its one line there and ends the process). A reset is kept in
+      ``cause``, so the message can say so.
+    """
 
     def __init__(self, sock: socket.socket, on_gone_unattended=None):
         self.sock = sock

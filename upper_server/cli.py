@@ -4,10 +4,12 @@ This module only decides what to run: ``serving.py`` runs one server until a
 signal, ``workers.py`` supervises pre-forked workers, ``listener.py`` opens the
 listening sockets and ``limits.py`` raises the open-file limit.
 
-Error handling: a user's mistake is one line on stderr and an exit code, never
-a traceback. A bad flag value, or a feature this platform lacks (``--workers``
-above 1 without ``os.fork``), is a usage error: exit 2. An address that cannot
-be listened on: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
+Error handling:
+
+  A user's mistake is one line on stderr and an exit code, never a traceback.
+  A bad flag value, or a feature this platform lacks (``--workers`` above 1
+  without ``os.fork``), is a usage error: exit 2. An address that cannot be
+  listened on: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
 """
 
 import argparse

@@ -3,18 +3,6 @@
 Each connection holds one descriptor, so the open-file limit is the connection
 limit. ``resource`` exists only on POSIX systems; it is imported here and
 nowhere else in the server, so the server starts on Windows too.
-
-Resource handling: ``raise_open_file_limit()`` raises the soft limit as far as
-the platform allows, which is not always the hard limit: macOS reports an
-unlimited hard limit and refuses a soft limit above its per-process maximum
-(``kern.maxfilesperproc``, often 10240 or 24576). The highest value
-``setrlimit`` accepts is found by bisection, so no platform-specific constant
-or ``sysctl`` is needed.
-
-Error handling: a refused ``setrlimit`` is never an error; the server runs with
-what it has, and ``default_max_connections()`` follows the limit actually in
-force. Where there is no such limit (Windows, no ``resource``), the connection
-limit is ``NO_RLIMIT_MAX_CONNECTIONS``.
 """
 
 import logging
@@ -43,7 +31,23 @@ def open_file_limit() -> int | None:
 
 
 def raise_open_file_limit() -> int | None:
-    """Raise the soft open-file limit as far as the platform allows; the limit now in force."""
+    """Raise the soft open-file limit as far as the platform allows; the limit now in force.
+
+    Resource handling:
+
+      The platform's ceiling is not always the hard limit: macOS reports an
+      unlimited hard limit and refuses a soft limit above its per-process
+      maximum (``kern.maxfilesperproc``, often 10240 or 24576). The highest
+      value ``setrlimit`` accepts is found by bisection, so no platform
+      constant or ``sysctl`` is needed.
+
+    Error handling:
+
+      A refused ``setrlimit`` is never an error: the server runs with what it
+      has, and ``default_max_connections()`` follows the limit in force. Where
+      there is no such limit (Windows, no ``resource``) this returns ``None``
+      and the connection limit is ``NO_RLIMIT_MAX_CONNECTIONS``.
+    """
     if resource is None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -4,12 +4,6 @@ A host name listens on every address it resolves to, as asyncio's
 ``create_server`` does: ``localhost`` on a machine whose ``/etc/hosts`` names
 both ``127.0.0.1`` and ``::1`` gets one socket on each, so clients that pick
 either family are served.
-
-Resource handling: ``open_listeners`` returns every socket or none; on any
-failure the sockets already opened are closed before the error is raised.
-
-Error handling: every failure is a ``ListenError`` whose message is one line
-naming the address and the reason (in use, no such address, permission).
 """
 
 import errno
@@ -45,7 +39,19 @@ def open_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
 
     With port 0 the first socket's port, picked by the system, is used for the
     others too, so the ready line names one port. If that port is taken on
-    another address, everything is closed and tried again with a new port.
+    another address, everything is closed and tried again with a new port
+    (``PORT_RETRIES`` times in all).
+
+    Resource handling:
+
+      Every socket or none: on any failure the sockets already opened are
+      closed before the error is raised.
+
+    Error handling:
+
+      Every failure is a ``ListenError`` whose message is one line naming the
+      address and the reason (unknown host, in use, no such address,
+      permission denied).
     """
     entries = resolve(host, port)
     for attempt in range(PORT_RETRIES):

@@ -2,15 +2,6 @@
 
 Single-process mode and each pre-forked worker run exactly this; only what
 counts as "told to stop" differs (a worker also stops when its parent dies).
-
-Resource handling: the signal handlers installed here are removed when the
-function returns, and the server's ``stop()`` runs on every path out of the
-wait, so its listening sockets are closed at once (new connections are
-refused) and its connections get ``--shutdown-timeout`` to finish.
-
-Error handling: SIGTERM and SIGINT are not errors but the normal end; they set
-an event, and the graceful stop runs in the normal flow of the main greenlet,
-never inside a signal handler.
 """
 
 import logging
@@ -27,8 +18,30 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def serve_until_signalled(server, on_ready=lambda: None, stop_requested: Event | None = None):
     """Start ``server``, run until SIGTERM or SIGINT (or ``stop_requested``), stop gracefully.
 
-    ``on_ready`` runs once the handlers are in place: a signal sent as soon as
-    the ready line appears must already be a graceful stop.
+    Args:
+
+      server: an ``UpperServer``, not yet started.
+
+      on_ready: runs once the handlers are in place (it prints the ready line):
+          a signal sent as soon as the ready line appears is already a
+          graceful stop.
+
+      stop_requested: an ``Event`` that others may set too (a worker's parent
+          watch does); one is made if not given.
+
+    Resource handling:
+
+      The signal handlers installed here are removed when the function
+      returns, and the server's ``stop()`` runs on every path out of the wait:
+      its listening sockets are closed at once (new connections are refused)
+      and its connections get ``shutdown_timeout`` to finish.
+
+    Error handling:
+
+      SIGTERM and SIGINT are not errors but the normal end: they set an event,
+      and the graceful stop runs in the normal flow of the main greenlet, never
+      inside a signal handler. An exception from ``server.start()`` or
+      ``on_ready`` propagates, after the same cleanup.
     """
     if stop_requested is None:
         stop_requested = Event()

@@ -12,19 +12,12 @@ interpreter write each arriving signal's number to a pipe, and the parent
 the ``select``, leaves a byte in the pipe, so no signal is ever missed, and the
 signal numbers are read in the normal flow of the program.
 
-Resource handling: on SIGTERM or SIGINT the parent closes its listening sockets
-first, then passes SIGTERM to every worker, each of which closes its own copies
-at once; so from the moment the signal arrives no process holds a listening
-socket that nobody will accept from, and new connections are refused. Workers
-are waited for up to ``--shutdown-timeout`` + ``STOP_GRACE`` seconds, then
-killed. Every worker watches the read end of a pipe whose only write end the
-parent holds: when the parent dies, however it dies, the pipe reports end of
-file and the worker stops gracefully, so no worker outlives its parent.
-
-Error handling: a worker that dies is logged and replaced, after a pause that
-doubles (up to ``RESTART_BACKOFF_MAX``) while workers keep dying, so a worker
-that fails at start cannot make the parent fork in a tight loop. A worker's
-unexpected exception is logged with its traceback and ends that worker only.
+The workers' tie to the parent: a pipe (the "lifeline") whose only write end
+the parent holds. Each worker watches the read end; when the parent dies,
+however it dies (SIGKILL included), the kernel closes the write end and every
+worker reads end of file. ``prctl(PR_SET_PDEATHSIG)`` would do this on Linux
+only, and has a race at fork that the pipe does not have: a parent that died
+before the worker looked has already closed its end.
 """
 
 import errno
@@ -64,6 +57,27 @@ class Supervisor:
 
     ``make_server()`` runs in each worker and returns the ``UpperServer`` (not yet
     started) that the worker serves on the inherited listening sockets.
+
+    Resource handling:
+
+      On SIGTERM or SIGINT the parent closes its listening sockets first, then
+      passes SIGTERM to every worker, each of which closes its own copies at
+      once: from the moment the signal arrives no process holds a listening
+      socket that nobody will accept from, so new connections are refused.
+      Workers get ``shutdown_timeout`` + ``STOP_GRACE`` seconds, then are
+      killed; every one is reaped before ``run()`` returns. Signals stay
+      blocked across each ``fork`` until the worker has its own handlers, so a
+      SIGTERM sent to a worker just born is a graceful stop, not lost. A worker
+      keeps nothing of the parent's supervision: no handlers, no wakeup pipe,
+      no write end of the lifeline.
+
+    Error handling:
+
+      A worker that dies is logged and replaced, after a pause that doubles
+      (up to ``RESTART_BACKOFF_MAX``) while workers keep dying, so a worker that
+      fails at start cannot make the parent fork in a tight loop; signals are
+      still heard during the pause. A worker's unexpected exception is logged
+      with its traceback and ends that worker only (exit code 1).
     """
 
     def __init__(self, listeners, count: int, make_server, shutdown_timeout: float = 10.0):
@@ -137,9 +151,7 @@ class Supervisor:
     # -- workers --------------------------------------------------------------
 
     def _spawn(self) -> None:
-        # Signals stay blocked across fork until the worker has its own handlers:
-        # a SIGTERM sent to a worker that has just been born is then a graceful
-        # stop, not a signal lost in a copy of the parent's handler.
+        # Blocked until the worker's own handlers are in place (see Resource handling).
         parent_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             pid = os.fork()
