@@ -131,6 +131,8 @@ class ServerWatch:
             with self._lock:
                 if not self._at_prompt:
                     continue  # a reply the main thread reads: not ours to look at
+                if not self._readable():
+                    continue  # that reply, already read by the main thread
                 if not self._closed_by_server():
                     # Bytes nobody asked for: not a close; look again at the next prompt.
                     self._prompting.clear()
@@ -138,6 +140,13 @@ class ServerWatch:
                 self.gone = True
             self._tell_main_thread()
             return
+
+    def _readable(self) -> bool:
+        """Whether a peek would return at once (the socket has a timeout: it could block)."""
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True  # let the peek report it
 
     def _closed_by_server(self) -> bool:
         try:
