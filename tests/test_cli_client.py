@@ -523,6 +523,33 @@ def test_interactive_notices_a_reset_at_the_prompt(fake_server, terminal):
     fake.finish()
 
 
+SLOW_WATCHER = """
+import select, threading, time
+_select = select.select
+def _late_select(readers, writers, errors, timeout=None):
+    ready = _select(readers, writers, errors, timeout)
+    if threading.current_thread().name == "server-watch" and timeout is None:
+        time.sleep(0.3)  # descheduled right after waking: the main thread runs ahead
+    return ready
+select.select = _late_select
+"""
+
+
+def test_interactive_slow_watcher_still_notices_the_server_gone(start_server, terminal):
+    """The watcher wakes for a reply the main thread has already read by the time it looks."""
+    server = start_server("--log-level", "warning")
+    term = terminal(server.port, "--timeout", "1", patch=SLOW_WATCHER)
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    time.sleep(1.5)  # past --timeout: a watcher that peeked at an empty socket has given up
+    assert server.stop() == 0
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{server.port}", "closed the connection")
+
+
 def test_interactive_watch_leaves_replies_and_the_session_alone(server, terminal):
     """Many round trips at the prompt, then a clean DESCONEXION: the watcher takes nothing."""
     term = terminal(server.port)
