@@ -254,6 +254,23 @@ class NoDrainServer(CorrectServer):
         conn.close()
 
 
+class OneAtATimeServer(CorrectServer):
+    mistake = "serves one connection at a time (the others wait in the backlog)"
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            with self._lock:
+                self._connections.add(conn)
+            self._serve(conn)
+
+
 class DyingServer(CorrectServer):
     """Correct, but dies after ``connections`` connections: stops listening, drops all."""
 
@@ -287,4 +304,5 @@ WRONG_SERVERS = [
     ResetOnCloseServer,
     NeverClosingServer,
     NoDrainServer,
+    OneAtATimeServer,
 ]

@@ -129,6 +129,14 @@ class Conversation:
         self._selector.close()
         self.sock.close()
 
+    def abort(self) -> None:
+        """Close from another thread: ``shutdown`` first, as it wakes a blocked call."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close()
+
     # -- plumbing ---------------------------------------------------------------
 
     def _log_sent(self, data: bytes) -> None:

@@ -17,7 +17,7 @@ JSON_SCHEMA_VERSION = 1
 _LABELS = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_RUN: "NOT RUN"}
 _COLOURS = {Status.PASS: "32", Status.FAIL: "1;31", Status.NOT_RUN: "33"}
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-_NAME_WIDTH = 32
+_NAME_WIDTH = 30
 
 
 def show_bytes(data: bytes) -> str:
@@ -99,8 +99,11 @@ def evidence_lines(evidence: Evidence) -> list[str]:
         sent += f"... ({evidence.sent_total:,} bytes in all)"
     lines = [f"sent:      '{sent}'"]
     if evidence.difference_at is None:
-        replies = ("..." if evidence.got_more else "") + show_bytes(evidence.before)
-        lines.append(f"got:       '{replies}'  (every reply, as expected)")
+        if evidence.before:
+            replies = ("..." if evidence.got_more else "") + show_bytes(evidence.before)
+            lines.append(f"got:       '{replies}'  (every reply, as expected)")
+        else:
+            lines.append("got:       nothing, as expected")
         return lines
     elided = evidence.difference_at > len(evidence.before)
     before = ("..." if elided else "") + show_bytes(evidence.before)

@@ -71,8 +71,8 @@ def run_checks(
     return results
 
 
-def run_one(check: Check, target: Target, settings: Settings) -> Result:
-    budget = check.budget * target.timeout + MARGIN
+def run_one(check: Check, target: Target, settings: Settings, margin: float = MARGIN) -> Result:
+    budget = check.budget * target.timeout + margin
     started = time.monotonic()
     ctx = Context(target, settings.long_line_bytes, settings.sessions, started + budget, [])
     verdict: list[Result] = []
@@ -84,13 +84,13 @@ def run_one(check: Check, target: Target, settings: Settings) -> Result:
     worker.start()
     worker.join(budget + 1.0)
     if worker.is_alive():
-        _close_all(ctx)  # makes the check's socket calls fail, so the thread ends
+        _close_all(ctx, abort=True)  # makes the check's socket calls fail, so it ends
         worker.join(1.0)
-        verdict.append(
-            _result(check, Status.FAIL, f"the check did not finish within {budget:.0f}s")
-        )
+        result = _result(check, Status.FAIL, f"the check did not finish within {budget:g}s")
+    else:
+        result = verdict[0]
     _close_all(ctx)
-    return dataclasses.replace(verdict[0], seconds=round(time.monotonic() - started, 3))
+    return dataclasses.replace(result, seconds=round(time.monotonic() - started, 3))
 
 
 def _judge(check: Check, ctx: Context) -> Result:
@@ -114,9 +114,9 @@ def _result(check: Check, status: Status, reason=None, evidence=None) -> Result:
     )
 
 
-def _close_all(ctx: Context) -> None:
+def _close_all(ctx: Context, abort: bool = False) -> None:
     for conversation in list(ctx.opened):
         try:
-            conversation.close()
+            conversation.abort() if abort else conversation.close()
         except OSError:
             pass
