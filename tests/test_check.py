@@ -141,7 +141,7 @@ def test_the_classroom_steps_explain_themselves_to_a_student():
     assert text.splitlines()[:10] == [
         "",
         "the classroom test",
-        "FAIL    hola-servidor                  'hola servidor' is answered 'HOLA SERVIDOR'",
+        "FAIL    hola-servidor                   'hola servidor' is answered 'HOLA SERVIDOR'",
         "        the reply differs from what the protocol says",
         "          sent:      'hola servidor\\n'",
         "          expected:  'HOLA SERVIDOR\\n'",
@@ -149,7 +149,8 @@ def test_the_classroom_steps_explain_themselves_to_a_student():
         "                     ^ first difference, at byte 0",
         "        fix: read a line, send it back in uppercase with its newline "
         "(Python: line.upper())",
-        "PASS    desconexion-closes             'DESCONEXION' gets no reply, and the server closes",
+        "PASS    desconexion-closes              "
+        "'DESCONEXION' gets no reply, and the server closes",
     ]
     assert text.endswith("1 passed, 1 failed, 0 not run (2 checks, 0.0s): not conformant\n")
     assert "\x1b[" not in text  # not a terminal: no colour

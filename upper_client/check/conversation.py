@@ -18,11 +18,22 @@ from upper_client.check.target import ConnectError, Target
 from upper_protocol import UpperSession
 
 RECV_SIZE = 256 * 1024
-SENT_SHOWN = 160
+SENT_SHOWN = 80
 """Bytes of what was sent that a failure shows."""
 
 FIN = "fin"
 RESET = "reset"
+_HINT_CLOSE = (
+    "once a line is exactly DESCONEXION, end the session: shutdown(SHUT_WR) (the client "
+    "sees the end at once), read and discard until the client closes, then close()"
+)
+_HINT_CLOSE_AT_EOF = (
+    "when recv() returns b'' the client has finished sending: answer what is left, then close"
+)
+_HINT_RESET = (
+    "shutdown(SHUT_WR) first, read and discard until the client closes, then close(): "
+    "closing with unread input (or with SO_LINGER 0) sends a reset, which can destroy replies"
+)
 
 
 class Conversation:
@@ -93,12 +104,11 @@ class Conversation:
             except _Timeout:
                 raise self._failure(
                     f"the server did not close the connection within {self.target.timeout}s "
-                    "after the session ended"
+                    "after the session ended",
+                    hint=_HINT_CLOSE if self.session.found else _HINT_CLOSE_AT_EOF,
                 ) from None
         if clean and self.ended_by_server == RESET:
-            raise self._failure(
-                "the server reset the connection (RST) instead of closing it cleanly (FIN)"
-            )
+            raise self._reset_failure()
 
     def settle(self) -> None:
         """End a check that judges replies, not the close: every reply, and nothing more.
@@ -121,9 +131,7 @@ class Conversation:
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
         if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
             self.ended_by_server = RESET
-            raise self._failure(
-                "the server reset the connection (RST) instead of closing it cleanly (FIN)"
-            )
+            raise self._reset_failure()
 
     def close(self) -> None:
         self._selector.close()
@@ -260,10 +268,18 @@ class Conversation:
             return self._failure(f"the server {how} before sending the whole reply")
         return self._failure(f"the server {how} while {doing}")
 
-    def _failure(self, reason: str, mismatch: Mismatch | None = None) -> CheckFailed:
+    def _reset_failure(self) -> CheckFailed:
+        return self._failure(
+            "the server reset the connection (RST) instead of closing it cleanly (FIN)",
+            hint=_HINT_RESET,
+        )
+
+    def _failure(
+        self, reason: str, mismatch: Mismatch | None = None, hint: str | None = None
+    ) -> CheckFailed:
         if mismatch is None:
             mismatch = self.matcher.shortfall()
-        return CheckFailed(reason, self.evidence(mismatch))
+        return CheckFailed(reason, self.evidence(mismatch), hint)
 
     def evidence(self, mismatch: Mismatch) -> Evidence:
         if not (mismatch.expected or mismatch.got):

@@ -31,12 +31,14 @@ class Evidence:
 
 
 class CheckFailed(Exception):
-    """A check's verdict: the server broke a rule. ``reason`` is one sentence."""
+    """A check's verdict: the server broke a rule. ``reason`` is one sentence; ``hint``,
+    when the kind of fault says better than the check what to fix."""
 
-    def __init__(self, reason: str, evidence: Evidence | None = None):
+    def __init__(self, reason: str, evidence: Evidence | None = None, hint: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.evidence = evidence
+        self.hint = hint
 
 
 class ServerGone(Exception):

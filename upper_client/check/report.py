@@ -8,6 +8,7 @@ that is not UTF-8), so a difference of one invisible byte is visible.
 import json
 import os
 import sys
+import textwrap
 import unicodedata
 
 from upper_client.check.outcome import Evidence, Result, Status
@@ -17,7 +18,9 @@ JSON_SCHEMA_VERSION = 1
 _LABELS = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_RUN: "NOT RUN"}
 _COLOURS = {Status.PASS: "32", Status.FAIL: "1;31", Status.NOT_RUN: "33"}
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-_NAME_WIDTH = 30
+_NAME_WIDTH = 31
+WIDTH = 100
+"""Columns the fix hints are wrapped to."""
 
 
 def show_bytes(data: bytes) -> str:
@@ -68,7 +71,10 @@ class TextReport:
             for line in evidence_lines(result.evidence):
                 self._write(f"{indent}  {line}\n")
         if result.hint:
-            self._write(f"{indent}{self._paint('fix:', '1')} {result.hint}\n")
+            lines = textwrap.wrap(f"fix: {result.hint}", WIDTH - len(indent),
+                                  subsequent_indent="     ", break_on_hyphens=False)
+            lines[0] = self._paint("fix:", "1") + lines[0][len("fix:"):]
+            self._write("".join(f"{indent}{line}\n" for line in lines))
 
     def finish(self, results: list[Result], seconds: float) -> None:
         counts = summary(results)

@@ -97,7 +97,7 @@ def _judge(check: Check, ctx: Context) -> Result:
     try:
         check.run(ctx)
     except CheckFailed as failed:
-        return _result(check, Status.FAIL, failed.reason, failed.evidence)
+        return _result(check, Status.FAIL, failed.reason, failed.evidence, failed.hint)
     except ServerGone as gone:
         return _result(check, Status.NOT_RUN, f"could not connect: {gone}")
     except Exception as exc:  # a checker bug must not hide the other checks' results
@@ -106,8 +106,8 @@ def _judge(check: Check, ctx: Context) -> Result:
     return _result(check, Status.PASS)
 
 
-def _result(check: Check, status: Status, reason=None, evidence=None) -> Result:
-    hint = check.hint if status is Status.FAIL else None
+def _result(check: Check, status: Status, reason=None, evidence=None, hint=None) -> Result:
+    hint = (hint or check.hint) if status is Status.FAIL else None
     return Result(
         check.name, check.title, status,
         reason=reason, hint=hint, evidence=evidence, section=check.section,
