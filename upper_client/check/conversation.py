@@ -57,11 +57,6 @@ class Conversation:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.sock, selectors.EVENT_READ)
 
-    @property
-    def session_over(self) -> bool:
-        """The bytes sent so far ended the session (DESCONEXION, or our EOF)."""
-        return self.session.ended
-
     # -- sending ----------------------------------------------------------------
 
     def send(self, data: bytes, *, reply: bytes | None = None) -> None:
@@ -87,7 +82,10 @@ class Conversation:
 
     def pause(self, seconds: float = 0.05) -> None:
         """Let what was just sent travel alone (its own segment), reading meanwhile."""
-        self._pause(seconds)
+        end = min(time.monotonic() + seconds, self.deadline)
+        while self.ended_by_server is None and (left := end - time.monotonic()) > 0:
+            if self._selector.select(left):
+                self._read()
 
     # -- waiting ----------------------------------------------------------------
 
@@ -126,8 +124,11 @@ class Conversation:
                 pass
 
     def confirm_no_reset(self, seconds: float) -> None:
-        """After both sides closed, whether a reset came anyway (it would arrive within
-        ``seconds``, and after a FIN only the socket's pending error shows it)."""
+        """Fail if a reset arrives within ``seconds`` of our EOF, the FIN already received.
+
+        After a FIN, ``recv()`` returns ``b""`` whatever comes next; only the
+        socket's pending error shows a later reset.
+        """
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
         if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
             self.ended_by_server = RESET
@@ -193,12 +194,6 @@ class Conversation:
                         out = out[sent:]
                         last_progress = time.monotonic()
 
-    def _pause(self, seconds: float) -> None:
-        end = min(time.monotonic() + seconds, self.deadline)
-        while self.ended_by_server is None and (left := end - time.monotonic()) > 0:
-            if self._selector.select(left):
-                self._read()
-
     def _read(self) -> None:
         try:
             data = self.sock.recv(RECV_SIZE)
@@ -210,6 +205,9 @@ class Conversation:
         if not data:
             self.ended_by_server = FIN
             return
+        self._compare(data)
+
+    def _compare(self, data: bytes) -> None:
         try:
             self.matcher.receive(data)
         except Mismatch as mismatch:
@@ -238,10 +236,7 @@ class Conversation:
                 return
             if not data:
                 return
-            try:
-                self.matcher.receive(data)
-            except Mismatch as mismatch:
-                raise self._failure(self._differs_reason(mismatch), mismatch) from None
+            self._compare(data)
 
     # -- failures ---------------------------------------------------------------
 
