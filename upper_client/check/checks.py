@@ -115,6 +115,8 @@ def hola_servidor(ctx: Context) -> None:
     conversation = ctx.connect()
     conversation.send(b"hola servidor\n", reply=b"HOLA SERVIDOR\n")
     conversation.catch_up()
+    conversation.send(KEYWORD_LINE)
+    conversation.settle()  # and nothing more: no greeting, no prompt, no echo of the keyword
 
 
 @check(

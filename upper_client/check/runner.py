@@ -99,7 +99,7 @@ def _judge(check: Check, ctx: Context) -> Result:
     except CheckFailed as failed:
         return _result(check, Status.FAIL, failed.reason, failed.evidence, failed.hint)
     except ServerGone as gone:
-        return _result(check, Status.NOT_RUN, f"could not connect: {gone}")
+        return _result(check, Status.NOT_RUN, str(gone))
     except Exception as exc:  # a checker bug must not hide the other checks' results
         log.debug("check %s crashed", check.name, exc_info=True)
         return _result(check, Status.FAIL, f"the checker itself failed: {exc!r}")
