@@ -25,6 +25,7 @@ from wrong_servers import (
     ResetOnCloseServer,
 )
 
+from upper_client import UpperClient
 from upper_client.check import CHECKS, Settings, Status, Target, run_checks
 from upper_client.check.checks import Check
 from upper_client.check.cli import main
@@ -351,6 +352,18 @@ def test_a_check_that_overruns_or_crashes_is_a_failure_not_a_hang():
 
 def _check(name: str) -> Check:
     return next(check for check in CHECKS if check.name == name)
+
+
+def test_the_client_hands_over_its_socket_for_raw_checks():
+    with CorrectServer() as correct:
+        client = UpperClient(*correct.address, timeout=TIMEOUT)
+        client.connect()
+        sock = client.detach()
+        with sock:
+            assert not client.connected
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            sock.sendall(b"hola\n")
+            assert sock.recv(100) == b"HOLA\n"
 
 
 def test_evidence_of_a_bad_close_shows_the_replies_were_right():

@@ -8,6 +8,7 @@ definition), so there is no second implementation of the rules here.
 - ``target``: where the server is, and the one place connections are opened;
 - ``matching``: the reply stream compared with the expected one, as it arrives;
 - ``conversation``: one connection of a check, its bytes both ways and how it ended;
+- ``outcome``: a check's result, and the evidence of a failure;
 - ``checks``: the table of checks;
 - ``runner``: runs them, each bounded in time, none able to crash the tool;
 - ``report``: the text and JSON output;

@@ -65,19 +65,19 @@ def check(name: str, title: str, hint: str, *, budget: float = 3.0):
     return register
 
 
-def exchange(ctx: Context, *pieces: bytes, wait_for_lines: bool = True) -> Conversation:
+def exchange(ctx: Context, *pieces: bytes) -> Conversation:
     """Send ``pieces`` one at a time on a new connection, so each travels in its own segment.
 
-    Before the next piece goes, the replies to the complete lines sent so far are
-    waited for (with ``wait_for_lines``); otherwise the server gets a short pause.
-    Waiting for a reply to part of a line would test streaming, which has its own checks.
+    After a piece that ends a line, its replies are waited for; after one that
+    ends mid-line the server gets a short pause instead (waiting for a reply to
+    part of a line would test streaming, which has checks of its own).
     """
     conversation = ctx.connect()
     for index, piece in enumerate(pieces):
         conversation.send(piece)
         if index == len(pieces) - 1:
             break
-        if wait_for_lines and piece.endswith(b"\n"):
+        if piece.endswith(b"\n"):
             conversation.catch_up()
         else:
             conversation.pause()
