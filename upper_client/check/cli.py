@@ -6,6 +6,7 @@ Exit status: 0 every check passed, 1 some check failed or was not run,
 
 import argparse
 import sys
+import textwrap
 import time
 
 from upper_cli.options import add_address_options, number, resolve_port
@@ -21,12 +22,17 @@ EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    description = (
+        "Check that the server at an address speaks the UPPER protocol (docs/protocol.md): "
+        "the classroom's 'hola servidor' and 'DESCONEXION' first, then one check per rule, "
+        "each on a new connection."
+    )
+    checks = "checks: " + ", ".join(c.name for c in CHECKS)
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Check that the server at an address speaks the UPPER protocol "
-        "(docs/protocol.md): the classroom's 'hola servidor' and 'DESCONEXION' first, then "
-        "one check per rule, each on a new connection.",
-        epilog="checks: " + ", ".join(c.name for c in CHECKS),
+        description=textwrap.fill(description, 79),
+        epilog=textwrap.fill(checks, 79, break_on_hyphens=False),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_address_options(
         parser, host_help="server address; HOST:PORT also works", port_help="server port"
