@@ -111,18 +111,25 @@ def evidence_lines(evidence: Evidence) -> list[str]:
         else:
             lines.append("got:       nothing, as expected")
         return lines
+    if evidence.difference_at == 0 and not evidence.got:
+        lines.append(f"expected:  '{_excerpt(evidence.expected, evidence.expected_more)}'")
+        lines.append("got:       nothing")
+        return lines
     elided = evidence.difference_at > len(evidence.before)
     before = ("..." if elided else "") + show_bytes(evidence.before)
     for label, tail, more in (
         ("expected:", evidence.expected, evidence.expected_more),
         ("got:", evidence.got, evidence.got_more),
     ):
-        shown = show_bytes(tail) + ("..." if more else "")
         ending = "" if tail or more else "  (nothing more)"
-        lines.append(f"{label:<10} '{before}{shown}'{ending}")
+        lines.append(f"{label:<10} '{before}{_excerpt(tail, more)}'{ending}")
     caret = " " * (11 + len(before)) + f"^ first difference, at byte {evidence.difference_at:,}"
     lines.append(caret)
     return lines
+
+
+def _excerpt(data: bytes, more: bool) -> str:
+    return show_bytes(data) + ("..." if more else "")
 
 
 def summary(results: list[Result]) -> dict:
