@@ -20,7 +20,9 @@ Figures per server and load: verified messages per second and its ratio to
 uvloop-protocol and to gevent-lean, p50 and p99 round-trip latency, server
 CPU microseconds per message (measured over the driver's window), the
 driver's own CPU (a row where it was 90 % busy or more is marked
-driver-bound: there the driver may be what limits the rate), RSS per idle
+driver-bound: there the driver may be what limits the rate) and the
+server's (a row where neither is near 100 % was limited by something else,
+such as other processes on a shared machine), RSS per idle
 connection read ``--settle`` seconds (default 5) after the last reply, errors.
 """
 
@@ -98,6 +100,7 @@ class Measurement:
     p50_us: float = 0.0
     p99_us: float = 0.0
     server_cpu_us_per_message: float = 0.0
+    server_cpu_frac: float = 0.0
     rss_per_connection: float = 0.0
     connections: int = 0
     errors: int = 0
@@ -193,6 +196,8 @@ def measure(
     result.p99_us = raw.get("p99_us") or 0.0
     if cpu_start is not None and cpu_end is not None and raw.get("messages"):
         result.server_cpu_us_per_message = (cpu_end - cpu_start) * 1e6 / raw["messages"]
+    if cpu_start is not None and cpu_end is not None and raw.get("seconds"):
+        result.server_cpu_frac = (cpu_end - cpu_start) / raw["seconds"]
     return result
 
 
@@ -214,6 +219,7 @@ def median_of(runs: list[Measurement]) -> Measurement:
         p50_us=pick("p50_us"),
         p99_us=pick("p99_us"),
         server_cpu_us_per_message=pick("server_cpu_us_per_message"),
+        server_cpu_frac=pick("server_cpu_frac"),
         rss_per_connection=pick("rss_per_connection"),
         connections=min(run.connections for run in good),
         errors=max(run.errors for run in good),
@@ -250,9 +256,9 @@ def markdown_table(
         else:
             lines.append("| server | messages/s | "
                          + "".join(f"vs {base} | " for base in bases)
-                         + "p50 | p99 | server CPU/msg | driver CPU | errors | note |")
+                         + "p50 | p99 | server CPU/msg | server CPU | driver CPU | errors | note |")
             lines.append("| --- | ---: | " + "---: | " * len(bases)
-                         + "---: | ---: | ---: | ---: | ---: | --- |")
+                         + "---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for server, m in by_server.items():
             notes = []
             if m.failed:
@@ -279,7 +285,7 @@ def markdown_table(
             lines.append(
                 f"| {server} | {m.messages_per_s:,.0f} | {ratios}{m.p50_us / 1000:.2f} ms "
                 f"| {m.p99_us / 1000:.2f} ms | {m.server_cpu_us_per_message:.1f} µs "
-                f"| {m.driver_cpu_frac:.0%} | {m.errors} | {note} |"
+                f"| {m.server_cpu_frac:.0%} | {m.driver_cpu_frac:.0%} | {m.errors} | {note} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -396,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault((server, load.name), []).append(m)
                 figure = (f"{m.rss_per_connection / 1024:.1f} KiB/conn" if load.idle
                           else f"{m.messages_per_s:,.0f} msg/s p99 {m.p99_us / 1000:.2f} ms "
-                               f"driver CPU {m.driver_cpu_frac:.0%}")
+                               f"CPU server {m.server_cpu_frac:.0%} driver {m.driver_cpu_frac:.0%}")
                 print(f"run {run} {load.name:9s} {server:17s} {figure} errors={m.errors}"
                       f"{' FAILED ' + m.failed if m.failed else ''}", file=sys.stderr, flush=True)
     results = {
