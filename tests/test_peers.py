@@ -1,8 +1,10 @@
-"""The benchmark's peer servers and its load driver: they speak the protocol and work together.
+"""The benchmark's peer servers and its Python fallback driver speak the protocol and work together.
 
 Each peer is started as a subprocess on port 0, exactly the way the benchmark
-starts it (``benchmarks.peers.PEERS``). No timing assertions: the driver runs for
-about a second and must have verified replies and no errors.
+starts it (``benchmarks.peers.PEERS``, the leanest greenlet peer included). No
+timing assertions: the driver runs for about a second and must have verified
+replies and no errors. The native driver has its own tests
+(``test_native_driver.py``).
 """
 
 from __future__ import annotations
