@@ -133,9 +133,11 @@ def test_driver(uvloop_peer, kwargs):
 
 
 def test_driver_idle(uvloop_peer):
-    r = driver.run(port=uvloop_peer, connections=100, duration=0.3, warmup=0, mode="idle")
+    r = driver.run(port=uvloop_peer, connections=100, duration=0.3, warmup=0, mode="idle",
+                   settle=0.2)
     assert r["errors"] == 0, r
     assert r["connections"] == 100 and r["verified"] == 100, r
+    assert r["driver"] == "python" and r["settle_s"] == 0.2, r
 
 
 def test_driver_cli_against_threading_peer():
