@@ -225,3 +225,43 @@ def test_bench_end_to_end_with_the_native_driver(tmp_path):
     assert row["messages_per_s"] > 0 and row["errors"] == 0 and not row["failed"], row
     assert 0 < row["driver_cpu_frac"], row
     assert (output / "bench.png").stat().st_size > 0
+
+
+CALLGRIND_OUTPUT = """\
+version: 1
+creator: callgrind-3.19.0
+events: Ir
+ob=(1) /usr/lib/libpython3.11.so
+fl=(1) ceval.c
+fn=(1) _PyEval_EvalFrameDefault
+10 500
++2 100
+cob=(2) /usr/lib/_socket.so
+cfl=(2) socketmodule.c
+cfn=(2) sock_send
+calls=3 40
+12 9000
+ob=(2)
+fl=(2)
+fn=(2)
+40 300
+* 30
+fn=(1)
+11 70
+"""
+
+
+def test_the_instructions_tool_counts_self_cost_not_call_cost(tmp_path):
+    """``benchmarks.instructions`` (instruction counts per message via callgrind) reads its files.
+
+    The 9000 after ``calls=`` is the inclusive cost of the call, already counted
+    as the callee's own lines: it must not be added to the caller.
+    """
+    from benchmarks.instructions import parse_callgrind
+
+    path = tmp_path / "callgrind.out"
+    path.write_text(CALLGRIND_OUTPUT)
+    profile = parse_callgrind(path)
+    assert profile.cost == {"_PyEval_EvalFrameDefault": 670, "sock_send": 330}
+    assert profile.objects["sock_send"] == "/usr/lib/_socket.so"
+    assert profile.objects["_PyEval_EvalFrameDefault"] == "/usr/lib/libpython3.11.so"
