@@ -2,19 +2,34 @@
 
 Runs the project's server and the peer servers (``benchmarks.peers``) under the
 same loads, one at a time, each server pinned to one CPU and the load driver
-(``benchmarks.driver``) pinned to the others. Runs alternate between servers, and
-every figure is the median of ``--runs`` runs. Prints a markdown table and
-writes it, the raw results (JSON) and a chart (PNG) to ``--output``.
+pinned to the others. The driver is the native one (``benchmarks/native``, C
+on epoll, built on first use); ``--driver python`` (or a machine without a C
+compiler) uses the Python driver (``benchmarks.driver``) instead, and every
+output then says so, because that driver saturates its core before the fast
+servers do. Runs alternate between servers, and every figure is the median of
+``--runs`` runs. Prints a markdown table and writes it, the raw results (JSON)
+and a chart (PNG) to ``--output``.
 
-Figures per server and load: verified messages per second, p50 and p99
-round-trip latency, server CPU microseconds per message (measured over the
-driver's window: the figure that still compares fairly when the driver
-saturates its core, which the report flags), RSS per idle connection, errors.
+By default the servers are those the comparison is about: ``upper``; the
+leanest greenlet handler, ``gevent-lean`` (the green-thread model with every
+feature taken out: upper against it is what the features cost); uvloop's
+``Protocol`` (the model against the fastest Python event loop); asyncio's
+``Protocol``. ``--servers`` picks any of them and the other peers.
+
+Figures per server and load: verified messages per second and its ratio to
+uvloop-protocol and to gevent-lean, p50 and p99 round-trip latency, server
+CPU microseconds per message (measured over the driver's window), the
+driver's own CPU (a row where it was 90 % busy or more is marked
+driver-bound: there the driver may be what limits the rate) and the
+server's (a row where neither is near 100 % was limited by something else,
+such as other processes on a shared machine), RSS per idle
+connection read ``--settle`` seconds (default 5) after the last reply, errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,6 +42,7 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.native import LoadDriver, load_driver
 from benchmarks.peers import PEERS
 from upper_server.launcher import ServerFailedToStart, ServerProcess
 
@@ -34,6 +50,12 @@ SERVERS: dict[str, list[str]] = {
     "upper": [sys.executable, "-m", "upper_server", "--log-level", "warning"],
     **PEERS,
 }
+DEFAULT_SERVERS = ["upper", "gevent-lean", "uvloop-protocol", "asyncio-protocol"]
+RATIO_BASES = ("uvloop-protocol", "gevent-lean")
+"""Every figure is also given as a ratio to these servers' (when they ran)."""
+DRIVER_BOUND = 0.9
+"""A row where the driver's CPU was at least this busy is marked driver-bound."""
+DEFAULT_SETTLE = 5.0
 STARTUP_TIMEOUT = 20.0
 
 
@@ -45,6 +67,8 @@ class Load:
     duration: float
     warmup: float = 1.0
     idle: bool = False
+    settle: float = 0.0
+    """Idle: seconds of silence after the last reply before the server's RSS is read."""
 
 
 LOADS = [
@@ -61,11 +85,11 @@ LOADS = [
           "--line-size", "16"), 4.0),
     Load("idle", "5. idle memory: 10,000 idle conns",
          ("--mode", "idle", "--connections", "10000", "--connect-rate", "5000",
-          "--ramp-timeout", "30"), 3.0, warmup=3.0, idle=True),
+          "--ramp-timeout", "30"), 2.0, warmup=0.0, idle=True, settle=DEFAULT_SETTLE),
 ]
 HOLD_19K = Load("hold19k", "19,000 concurrent connections in one process",
                 ("--mode", "idle", "--connections", "19000", "--connect-rate", "5000",
-                 "--ramp-timeout", "60"), 2.0, warmup=2.0, idle=True)
+                 "--ramp-timeout", "60"), 2.0, warmup=0.0, idle=True, settle=DEFAULT_SETTLE)
 
 
 @dataclass
@@ -76,9 +100,11 @@ class Measurement:
     p50_us: float = 0.0
     p99_us: float = 0.0
     server_cpu_us_per_message: float = 0.0
+    server_cpu_frac: float = 0.0
     rss_per_connection: float = 0.0
     connections: int = 0
     errors: int = 0
+    driver_cpu_frac: float = 0.0
     driver_saturated: bool = False
     failed: str = ""
     raw: dict = field(default_factory=dict)
@@ -96,7 +122,9 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Measurement:
+def measure(
+    name: str, load: Load, server_cpu: int, driver_cpus: set[int], driver: LoadDriver
+) -> Measurement:
     result = Measurement(name, load.name)
     try:
         server = start_server(name, server_cpu)
@@ -104,16 +132,19 @@ def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Me
     except ServerFailedToStart as exc:
         result.failed = str(exc)
         return result
+    process = None
     try:
         watched = psutil.Process(server.pid)
         time.sleep(0.3)
         rss_before = watched.memory_info().rss
         command = [
-            sys.executable, "-m", "benchmarks.driver", "--port", str(port),
+            *driver.command, "--port", str(port),
             "--duration", str(load.duration), "--warmup", str(load.warmup),
             *load.driver_args,
         ]
-        driver = subprocess.Popen(
+        if load.idle:
+            command += ["--settle", str(load.settle)]
+        process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -122,24 +153,37 @@ def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Me
         )
         cpu_start = cpu_end = None
         rss_loaded = rss_before
-        for line in driver.stderr:
+        complaints = []
+        for line in process.stderr:
             event = _event(line)
             if event == "measuring":
                 cpu_start = cpu_seconds(watched)
+                if load.idle:  # the connections have been silent for load.settle seconds
+                    rss_loaded = watched.memory_info().rss
             elif event == "measured":
                 cpu_end = cpu_seconds(watched)
-                rss_loaded = watched.memory_info().rss
-        output, _ = driver.communicate(timeout=load.duration + load.warmup + 120)
+                if not load.idle:
+                    rss_loaded = watched.memory_info().rss
+            elif event is None and line.strip():
+                complaints.append(line.strip())
+        output, _ = process.communicate(timeout=load.duration + load.warmup + load.settle + 180)
+        if process.returncode != 0:
+            result.failed = f"driver exit {process.returncode}: {' '.join(complaints)[-200:]}"
+            return result
         raw = json.loads(output)
     except (subprocess.TimeoutExpired, json.JSONDecodeError, psutil.Error) as exc:
         result.failed = f"{type(exc).__name__}: {exc}"
         return result
     finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.communicate()
         server.stop()
     result.raw = raw
     result.errors = raw.get("errors", 0)
     result.connections = raw.get("connections", 0)
-    result.driver_saturated = bool(raw.get("driver_cpu_saturated"))
+    result.driver_cpu_frac = raw.get("driver_cpu_frac") or 0.0
+    result.driver_saturated = not load.idle and result.driver_cpu_frac >= DRIVER_BOUND
     if load.idle:
         verified = raw.get("verified", 0)
         result.connections = verified
@@ -147,11 +191,13 @@ def measure(name: str, load: Load, server_cpu: int, driver_cpus: set[int]) -> Me
         if verified:
             result.rss_per_connection = (rss_loaded - rss_before) / verified
         return result
-    result.messages_per_s = raw.get("messages_per_s", 0.0)
-    result.p50_us = raw.get("p50_us", 0.0)
-    result.p99_us = raw.get("p99_us", 0.0)
+    result.messages_per_s = raw.get("messages_per_s") or 0.0
+    result.p50_us = raw.get("p50_us") or 0.0
+    result.p99_us = raw.get("p99_us") or 0.0
     if cpu_start is not None and cpu_end is not None and raw.get("messages"):
         result.server_cpu_us_per_message = (cpu_end - cpu_start) * 1e6 / raw["messages"]
+    if cpu_start is not None and cpu_end is not None and raw.get("seconds"):
+        result.server_cpu_frac = (cpu_end - cpu_start) / raw["seconds"]
     return result
 
 
@@ -173,46 +219,81 @@ def median_of(runs: list[Measurement]) -> Measurement:
         p50_us=pick("p50_us"),
         p99_us=pick("p99_us"),
         server_cpu_us_per_message=pick("server_cpu_us_per_message"),
+        server_cpu_frac=pick("server_cpu_frac"),
         rss_per_connection=pick("rss_per_connection"),
         connections=min(run.connections for run in good),
         errors=max(run.errors for run in good),
+        driver_cpu_frac=pick("driver_cpu_frac"),
         driver_saturated=any(run.driver_saturated for run in good),
         failed="; ".join(sorted({run.failed for run in runs if run.failed})),
     )
 
 
-def markdown_table(results: dict[str, dict[str, Measurement]], loads: list[Load]) -> str:
+def ratio(value: float, base: float | None) -> str:
+    """``value / base`` as ``0.82x``; a dash when there is nothing to compare with."""
+    if not base or not value:
+        return "–"
+    return f"{value / base:.2f}x"
+
+
+def markdown_table(
+    results: dict[str, dict[str, Measurement]], loads: list[Load], driver: LoadDriver
+) -> str:
+    bases = [base for base in RATIO_BASES if base in results]
     lines = []
     for load in loads:
         lines.append(f"\n**{load.title}**\n")
+        by_server = {server: by_load[load.name] for server, by_load in results.items()
+                     if load.name in by_load}
         if load.idle:
-            lines.append("| server | connections held | RSS per connection | errors |")
-            lines.append("| --- | ---: | ---: | ---: |")
+            lines.append(
+                f"RSS read {load.settle:g} s after the last reply, divided by the connections "
+                "verified afterwards.\n"
+            )
+            lines.append("| server | connections held | RSS per connection | "
+                         + "".join(f"vs {base} | " for base in bases) + "errors | note |")
+            lines.append("| --- | ---: | ---: | " + "---: | " * len(bases) + "---: | --- |")
         else:
-            lines.append("| server | messages/s | p50 | p99 | server CPU/msg | errors | note |")
-            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-        for server, by_load in results.items():
-            m = by_load.get(load.name)
-            if m is None:
-                continue
+            lines.append("| server | messages/s | "
+                         + "".join(f"vs {base} | " for base in bases)
+                         + "p50 | p99 | server CPU/msg | server CPU | driver CPU | errors | note |")
+            lines.append("| --- | ---: | " + "---: | " * len(bases)
+                         + "---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for server, m in by_server.items():
+            notes = []
+            if m.failed:
+                notes.append(f"failed: {m.failed[:60]}")
+            if m.driver_saturated:
+                notes.append("driver-bound")
+            if driver.fallback:
+                notes.append("python driver (fallback)")
+            note = ", ".join(notes)
             if load.idle:
+                ratios = "".join(
+                    f"{ratio(m.rss_per_connection, by_server[base].rss_per_connection)} | "
+                    for base in bases if base in by_server
+                )
                 lines.append(
                     f"| {server} | {m.connections:,} | {m.rss_per_connection / 1024:.1f} KiB "
-                    f"| {m.errors} |"
+                    f"| {ratios}{m.errors} | {note} |"
                 )
                 continue
-            note = "driver CPU saturated" if m.driver_saturated else ""
-            if m.failed:
-                note = f"failed: {m.failed[:60]}"
+            ratios = "".join(
+                f"{ratio(m.messages_per_s, by_server[base].messages_per_s)} | "
+                for base in bases if base in by_server
+            )
             lines.append(
-                f"| {server} | {m.messages_per_s:,.0f} | {m.p50_us / 1000:.2f} ms "
+                f"| {server} | {m.messages_per_s:,.0f} | {ratios}{m.p50_us / 1000:.2f} ms "
                 f"| {m.p99_us / 1000:.2f} ms | {m.server_cpu_us_per_message:.1f} µs "
-                f"| {m.errors} | {note} |"
+                f"| {m.server_cpu_frac:.0%} | {m.driver_cpu_frac:.0%} | {m.errors} | {note} |"
             )
     return "\n".join(lines) + "\n"
 
 
-def draw_chart(results: dict[str, dict[str, Measurement]], loads: list[Load], path: Path) -> None:
+def draw_chart(
+    results: dict[str, dict[str, Measurement]], loads: list[Load], path: Path,
+    driver_label: str = "",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,31 +306,32 @@ def draw_chart(results: dict[str, dict[str, Measurement]], loads: list[Load], pa
     columns = 3
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
-    colors = ["tab:red" if server == "upper" else "tab:gray" for server in servers]
+    palette = {"upper": "tab:red", "gevent-lean": "tab:orange", "uvloop-protocol": "tab:blue"}
+    colors = [palette.get(server, "tab:gray") for server in servers]
     for axis, (name, load) in zip(axes.flat, panels, strict=False):
+        bound = [False] * len(servers)
         if load is None:
             values = [results[s]["pingpong"].server_cpu_us_per_message for s in servers]
-            title = (
-                "ping-pong: server CPU µs per message\n"
-                "(lower is better; fair when the driver saturates)"
-            )
+            title = "ping-pong: server CPU µs per message\n(lower is better)"
         elif load.idle:
             values = [results[s][name].rss_per_connection / 1024 for s in servers]
-            title = f"{name}: KiB per idle connection\n(lower is better)"
+            title = f"{name}: KiB per idle connection, {load.settle:g} s idle\n(lower is better)"
         else:
             values = [results[s][name].messages_per_s / 1000 for s in servers]
-            title = f"{name}: thousand messages/s\n(higher is better)"
+            bound = [results[s][name].driver_saturated for s in servers]
+            title = f"{name}: thousand messages/s\n(higher is better; * driver-bound)"
         axis.set_title(title, fontsize=9)
         axis.barh(servers, values, color=colors)
         axis.invert_yaxis()
         axis.tick_params(labelsize=8)
         for y, value in enumerate(values):
-            axis.text(value, y, f" {value:,.1f}", va="center", fontsize=7)
+            axis.text(value, y, f" {value:,.1f}{' *' if bound[y] else ''}", va="center",
+                      fontsize=7)
         axis.margins(x=0.25)
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
     figure.suptitle(
-        f"UPPER servers, each pinned to one core, load driver on the other "
+        f"UPPER servers, each pinned to one core, {driver_label or 'load driver'} on the other "
         f"({psutil.cpu_count()} CPUs, {platform.machine()}); median of runs",
         fontsize=10,
     )
@@ -260,25 +342,31 @@ def draw_chart(results: dict[str, dict[str, Measurement]], loads: list[Load], pa
 
 def replot(results_json: Path, output: Path) -> None:
     """Draw the chart again from a saved ``bench.json``, without measuring."""
-    saved = json.loads(results_json.read_text())["results"]
+    saved = json.loads(results_json.read_text())
     results = {
         server: {name: Measurement(**fields) for name, fields in by_load.items()}
-        for server, by_load in saved.items()
+        for server, by_load in saved["results"].items()
     }
-    loads = [load for load in LOADS if load.name in next(iter(saved.values()))]
-    draw_chart(results, loads, output)
+    loads = [load for load in LOADS if load.name in next(iter(saved["results"].values()))]
+    draw_chart(results, loads, output, saved.get("driver", ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS))
+    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=DEFAULT_SERVERS,
+                        help=f"default: {' '.join(DEFAULT_SERVERS)}")
     parser.add_argument("--loads", nargs="+", choices=[load.name for load in LOADS],
                         default=[load.name for load in LOADS])
+    parser.add_argument("--driver", choices=("native", "python"), default="native",
+                        help="load driver: native (C, built on first use; default) or the "
+                             "Python fallback")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply durations (0.3 for a quick look)")
+    parser.add_argument("--settle", type=float, default=DEFAULT_SETTLE,
+                        help="idle: seconds after the last reply before reading RSS (default 5)")
     parser.add_argument("--hold-19k", action="store_true",
                         help="also check that the project's server holds 19,000 connections")
     parser.add_argument("--output", type=Path, default=Path("bench-results"))
@@ -294,9 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(cpus) < 2:
         parser.error("needs at least 2 CPUs: one for the server, the rest for the driver")
     server_cpu, driver_cpus = cpus[0], set(cpus[1:])
+    driver = load_driver(args.driver)
+    if driver.fallback and args.driver == "native":
+        print(f"bench: {driver.why_fallback}", file=sys.stderr)
+    print(f"bench: load driver: {driver.label}", file=sys.stderr)
     loads = [
         Load(load.name, load.title, load.driver_args, max(1.0, load.duration * args.scale),
-             max(0.5, load.warmup * args.scale) if not load.idle else load.warmup, load.idle)
+             max(0.5, load.warmup * args.scale) if not load.idle else load.warmup, load.idle,
+             args.settle if load.idle else 0.0)
         for load in LOADS if load.name in args.loads
     ]
     runs: dict[tuple[str, str], list[Measurement]] = {}
@@ -305,10 +398,11 @@ def main(argv: list[str] | None = None) -> int:
             # Alternate servers within each run so drift on the machine hits all alike.
             order = args.servers if run % 2 else list(reversed(args.servers))
             for server in order:
-                m = measure(server, load, server_cpu, driver_cpus)
+                m = measure(server, load, server_cpu, driver_cpus, driver)
                 runs.setdefault((server, load.name), []).append(m)
                 figure = (f"{m.rss_per_connection / 1024:.1f} KiB/conn" if load.idle
-                          else f"{m.messages_per_s:,.0f} msg/s p99 {m.p99_us / 1000:.2f} ms")
+                          else f"{m.messages_per_s:,.0f} msg/s p99 {m.p99_us / 1000:.2f} ms "
+                               f"CPU server {m.server_cpu_frac:.0%} driver {m.driver_cpu_frac:.0%}")
                 print(f"run {run} {load.name:9s} {server:17s} {figure} errors={m.errors}"
                       f"{' FAILED ' + m.failed if m.failed else ''}", file=sys.stderr, flush=True)
     results = {
@@ -317,9 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     extra = ""
     if args.hold_19k and "upper" in args.servers:
-        held = measure("upper", HOLD_19K, server_cpu, driver_cpus)
+        hold = dataclasses.replace(HOLD_19K, settle=args.settle)
+        held = measure("upper", hold, server_cpu, driver_cpus, driver)
         extra = (f"\n**{HOLD_19K.title}**: upper held {held.connections:,} verified connections, "
-                 f"{held.errors} errors, {held.rss_per_connection / 1024:.1f} KiB each.\n")
+                 f"{held.errors} errors, {held.rss_per_connection / 1024:.1f} KiB each "
+                 f"({args.settle:g} s after the last reply).\n")
         results_19k = {"upper": held.__dict__}
     else:
         results_19k = {}
@@ -329,22 +425,24 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {psutil.cpu_count()} CPUs, {platform.machine()}, Linux "
         f"{platform.release()}, Python {platform.python_version()}. Server on CPU {server_cpu}, "
         f"driver on CPU(s) {sorted(driver_cpus)}; median of {args.runs} run(s).\n"
+        f"Load driver: {driver.label}.\n"
         f"Command: `python -m benchmarks.bench "
         f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n"
     )
     if saturated:
-        header += ("\nThe driver saturated its core in: " + ", ".join(saturated) +
-                   ". There the messages/s figures measure the driver as much as the server; "
-                   "server CPU per message is the fair comparison.\n")
-    table = header + markdown_table(results, loads) + extra
+        header += (f"\nThe driver was {DRIVER_BOUND:.0%} busy or more (driver-bound) in: "
+                   + ", ".join(saturated) + ". There the messages/s figures measure the driver "
+                   "as much as the server; server CPU per message is the fairer comparison.\n")
+    table = header + markdown_table(results, loads, driver) + extra
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.md").write_text(table)
     (args.output / "bench.json").write_text(json.dumps(
-        {"results": {server: {load: m.__dict__ for load, m in by_load.items()}
+        {"driver": driver.label,
+         "results": {server: {load: m.__dict__ for load, m in by_load.items()}
                      for server, by_load in results.items()},
          "hold19k": results_19k}, indent=1, default=str))
-    draw_chart(results, loads, args.output / "bench.png")
+    draw_chart(results, loads, args.output / "bench.png", driver.label)
     print(f"wrote {args.output / 'bench.md'}, {args.output / 'bench.png'}", file=sys.stderr)
     return 0
 

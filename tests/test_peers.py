@@ -1,8 +1,10 @@
-"""The benchmark's peer servers and its load driver: they speak the protocol and work together.
+"""The benchmark's peer servers and its Python fallback driver speak the protocol and work together.
 
 Each peer is started as a subprocess on port 0, exactly the way the benchmark
-starts it (``benchmarks.peers.PEERS``). No timing assertions: the driver runs for
-about a second and must have verified replies and no errors.
+starts it (``benchmarks.peers.PEERS``, the leanest greenlet peer included). No
+timing assertions: the driver runs for about a second and must have verified
+replies and no errors. The native driver has its own tests
+(``test_native_driver.py``).
 """
 
 from __future__ import annotations
@@ -131,9 +133,11 @@ def test_driver(uvloop_peer, kwargs):
 
 
 def test_driver_idle(uvloop_peer):
-    r = driver.run(port=uvloop_peer, connections=100, duration=0.3, warmup=0, mode="idle")
+    r = driver.run(port=uvloop_peer, connections=100, duration=0.3, warmup=0, mode="idle",
+                   settle=0.2)
     assert r["errors"] == 0, r
     assert r["connections"] == 100 and r["verified"] == 100, r
+    assert r["driver"] == "python" and r["settle_s"] == 0.2, r
 
 
 def test_driver_cli_against_threading_peer():

@@ -117,6 +117,21 @@ class UpperClient:
         if sock is not None:
             sock.close()
 
+    def detach(self) -> socket.socket:
+        """Hand the connected socket over to the caller, who then owns and closes it.
+
+        For tools that need the raw socket (the conformance checker watches for
+        resets and half-closes) but open connections the client's way, with its
+        error messages. The client is left unconnected.
+        """
+        sock = self._require_socket()
+        self._sock = None
+        self._buffer.clear()
+        cooperative, self._cooperative = self._cooperative, None
+        if cooperative is not None:
+            cooperative.close()
+        return sock
+
     def disconnect(self) -> None:
         """Send DESCONEXION and wait for the server to close (raises if it does not in time).
 

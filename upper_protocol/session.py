@@ -35,7 +35,9 @@ class UpperSession(KeywordScanner):
             and data
             and data[-1] == LF
             and data.isascii()
-            and KEYWORD not in data
+            # find(), not ``in``: bytes.__contains__ first tries its argument as an
+            # integer and builds a TypeError it then discards, on every message.
+            and data.find(KEYWORD) < 0
         ):
             # The common case, complete ASCII lines and nothing held: one C-level upper.
             self._at_line_start = True

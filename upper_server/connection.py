@@ -297,12 +297,14 @@ class Connection:
         feed = session.feed
         reads_per_turn = self.reads_per_turn
         full_reads = 0
+        # Enum members are looked up through EnumType's __getattr__ hook: once, not per message.
+        reading, running = State.READING, State.RUNNING
         watch(self._watcher, READ, self.greenlet.switch)
         while not self.finish_pending:
             if not input_ready:
-                self.state = State.READING
+                self.state = reading
                 wait()
-                self.state = State.RUNNING
+                self.state = running
                 full_reads = 0
             try:
                 size = recv_into(buffer)

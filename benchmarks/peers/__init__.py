@@ -2,7 +2,12 @@
 
 They are the comparison in the benchmark: the same protocol served by the
 textbook code of each framework (asyncio streams, asyncio protocols, uvloop,
-socketserver threads, gevent), idiomatic rather than tuned. Each one:
+socketserver threads, gevent), idiomatic rather than tuned. One more,
+``gevent-lean`` (``gevent_lean``), is the opposite: the green-thread model with
+every feature taken out, the floor a gevent server written like upper can
+reach; it is not a conforming server (its docstring says where it falls
+short), so the lines below hold for it only as far as the tests exercise them.
+Each one:
 
 - runs as ``python -m <module> --host 127.0.0.1 --port 0 [flags]``;
 - prints exactly one line ``NAME listening on HOST:PORT`` (the real port) to
@@ -38,6 +43,7 @@ PEERS: dict[str, list[str]] = {
     "uvloop-protocol": [sys.executable, "-m", "benchmarks.peers.asyncio_protocol", "--uvloop"],
     "threading": [sys.executable, "-m", "benchmarks.peers.threading_server"],
     "gevent-textbook": [sys.executable, "-m", "benchmarks.peers.gevent_textbook"],
+    "gevent-lean": [sys.executable, "-m", "benchmarks.peers.gevent_lean"],
 }
 
 __all__ = ["PEERS"]

@@ -1,0 +1,128 @@
+"""The native load driver (``driver.c``): built on first use with the system compiler, cached.
+
+``driver_binary()`` returns the path of the compiled driver, building it if
+this version of the source has not been built yet. The binary lives in
+``$XDG_CACHE_HOME/upper-bench/`` (``~/.cache/upper-bench/`` by default), named
+after a hash of the source, the compiler and its flags, so an edited source is
+rebuilt and an unchanged one never is. The build writes a temporary file and
+renames it into place, so concurrent first uses (parallel tests) are safe.
+
+``load_driver(prefer)`` is what the benchmark calls: the native driver's
+command, or, only where it cannot be built (no C compiler, not Linux), the
+Python driver's (``benchmarks.driver``), labelled as the fallback.
+
+``python -m benchmarks.native ARGS`` builds the driver if needed and runs it
+with ``ARGS`` (``--help`` lists them); ``python -m benchmarks.native --build``
+only builds it and prints its path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().with_name("driver.c")
+CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra")
+LIBS = ("-lm",)
+BUILD_TIMEOUT = 120.0
+COMPILERS = ("cc", "gcc", "clang")
+
+
+class NativeDriverUnavailable(RuntimeError):
+    """The native driver cannot be built here; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class LoadDriver:
+    """How to run a load driver: its argv prefix and the label its figures carry."""
+
+    command: tuple[str, ...]
+    label: str
+    fallback: bool
+    why_fallback: str = ""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "upper-bench"
+
+
+def find_compiler() -> str:
+    """The C compiler to use: ``$CC`` if set, else the first of cc, gcc, clang found."""
+    wanted = os.environ.get("CC")
+    for name in (wanted,) if wanted else COMPILERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    names = wanted or ", ".join(COMPILERS)
+    raise NativeDriverUnavailable(
+        f"no C compiler found ({names}); install one (Debian: apt-get install gcc) "
+        "to build the native load driver"
+    )
+
+
+def driver_binary() -> Path:
+    """The compiled native driver, built now if this source has not been built yet."""
+    if not sys.platform.startswith("linux"):
+        raise NativeDriverUnavailable(
+            f"the native load driver uses epoll: Linux only, not {sys.platform}"
+        )
+    compiler = find_compiler()
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), *map(str.encode, CFLAGS + LIBS)]))
+    binary = cache_dir() / f"upper-driver-{key.hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=binary.name + ".", dir=binary.parent)
+    os.close(handle)
+    command = [compiler, *CFLAGS, "-o", partial, str(SOURCE), *LIBS]
+    log.info("building the native load driver: %s", " ".join(command))
+    try:
+        built = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        if built.returncode != 0:
+            raise NativeDriverUnavailable(
+                f"{compiler} could not build {SOURCE.name}: {built.stderr.strip()[-2000:]}"
+            )
+        os.chmod(partial, 0o755)
+        os.replace(partial, binary)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NativeDriverUnavailable(f"building {SOURCE.name} failed: {exc}") from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return binary
+
+
+PYTHON_DRIVER = (sys.executable, "-m", "benchmarks.driver")
+PYTHON_LABEL = "python driver (fallback: it saturates its core before fast servers do)"
+
+
+def load_driver(prefer: str = "native") -> LoadDriver:
+    """The native driver, or the Python one if asked for or if the native one cannot be built.
+
+    ``why_fallback`` then says why, for the caller to show.
+    """
+    if prefer == "python":
+        return LoadDriver(PYTHON_DRIVER, PYTHON_LABEL, fallback=True, why_fallback="asked for")
+    try:
+        return LoadDriver((str(driver_binary()),), "native driver (C, epoll)", fallback=False)
+    except NativeDriverUnavailable as exc:
+        return LoadDriver(PYTHON_DRIVER, PYTHON_LABEL, fallback=True, why_fallback=str(exc))
+
+
+__all__ = [
+    "LoadDriver",
+    "NativeDriverUnavailable",
+    "driver_binary",
+    "load_driver",
+]

@@ -1,0 +1,3 @@
+from upper_client.check.cli import run
+
+run()
