@@ -1,9 +1,12 @@
 """The suite's fixtures. Helpers shared by test modules are in ``helpers.py`` and
 ``servers.py`` (pytest's ``pythonpath`` setting puts tests/ on the path)."""
 
+import os
+import signal
 import socket
 
 import pytest
+from helpers import process_alive
 from servers import ServerProcess, ThreadedServer
 
 SOCKET_TIMEOUT = 10.0
@@ -60,3 +63,13 @@ def connect():
     yield open_socket
     for sock in sockets:
         sock.close()
+
+
+@pytest.fixture
+def seen_workers():
+    """{pid: create_time} of the workers a test saw; any still alive at the end is killed."""
+    seen = {}
+    yield seen
+    for pid, created in seen.items():
+        if process_alive(pid, created):
+            os.kill(pid, signal.SIGKILL)

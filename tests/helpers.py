@@ -1,7 +1,14 @@
-"""Small helpers shared by the test modules: reading sockets to a point, a clean environment."""
+"""Small helpers shared by the test modules: reading sockets to a point, a clean environment,
+waiting for something to happen, and the processes of a server with workers."""
 
 import os
 import socket
+import time
+
+import psutil
+
+SOON = 15.0
+"""How long a test waits for something that must happen "soon" (noisy shared CI)."""
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -27,3 +34,43 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
             raise ConnectionError(f"closed after {len(data)} of {size} bytes: {bytes(data)!r}")
         data += chunk
     return bytes(data)
+
+
+def eventually(predicate, timeout: float = SOON, interval: float = 0.02) -> bool:
+    """Whether ``predicate()`` becomes true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def process_alive(pid: int, created: float) -> bool:
+    """Whether that very process (not a reuse of its pid) still runs (zombies do not)."""
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int, float]:
+    """{pid: create_time} of the parent's live children, once there are ``count`` of them."""
+    found = {}
+
+    def ready():
+        nonlocal found
+        try:
+            found = {
+                child.pid: child.create_time()
+                for child in parent.children()
+                if child.status() != psutil.STATUS_ZOMBIE
+            }
+        except psutil.NoSuchProcess:
+            return False
+        return len(found) == count and not set(found) & set(exclude)
+
+    assert eventually(ready), f"expected {count} workers, found {found}"
+    return found

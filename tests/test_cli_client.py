@@ -10,6 +10,7 @@ import pty
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -29,12 +30,28 @@ def client_command(port: int, *args, host: str = "127.0.0.1") -> list:
     return [sys.executable, "-m", "upper_client", "--host", host, "--port", str(port), *args]
 
 
-def run_client(port: int, *args, input: bytes | None = None, host: str = "127.0.0.1", stdin=None):
-    """Run the client to completion; stdin is ``input`` (a pipe) or ``stdin``, else /dev/null."""
+def patched(command: list, patch: str) -> list:
+    """``command`` (the client's), run after the Python code ``patch`` when there is one."""
+    if not patch:
+        return command
+    return [command[0], "-c", f"{patch}\nfrom upper_client.cli import run\nrun()", *command[3:]]
+
+
+def run_client(
+    port: int,
+    *args,
+    input: bytes | None = None,
+    host: str = "127.0.0.1",
+    stdin=None,
+    patch: str = "",
+):
+    """Run the client to completion; stdin is ``input`` (a pipe) or ``stdin``, else /dev/null.
+
+    ``patch``: Python code run in the client's process before the client starts."""
     if input is None and stdin is None:
         stdin = subprocess.DEVNULL
     return subprocess.run(
-        client_command(port, *args, host=host),
+        patched(client_command(port, *args, host=host), patch),
         input=input,
         stdin=stdin,
         capture_output=True,
@@ -281,11 +298,13 @@ def test_bad_port_environment_is_a_usage_error():
 class Terminal:
     """The client with a pseudo-terminal as stdin/stdout (stderr is a separate pipe)."""
 
-    def __init__(self, port: int, *args: str):
+    def __init__(self, port: int, *args: str, patch: str = ""):
+        """``patch``: Python code run in the client's process before the client starts."""
+        command = patched(client_command(port, *args), patch)
         self.master, slave = pty.openpty()
         try:
             self.process = subprocess.Popen(
-                client_command(port, *args),
+                command,
                 stdin=slave,
                 stdout=slave,
                 stderr=subprocess.PIPE,
@@ -363,8 +382,8 @@ def terminal():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     opened = []
 
-    def open_terminal(port: int, *args: str) -> Terminal:
-        term = Terminal(port, *args)
+    def open_terminal(port: int, *args: str, patch: str = "") -> Terminal:
+        term = Terminal(port, *args, patch=patch)
         opened.append(term)
         return term
 
@@ -446,6 +465,114 @@ def test_interactive_reports_server_gone(fake_server, terminal):
     assert code != 0, (shown, stderr)
     assert b"Traceback" not in shown
     assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}")
+
+
+def test_interactive_notices_at_once_that_the_server_has_gone(start_server, terminal):
+    """Like telnet: no need to type another line to learn the server is gone."""
+    server = start_server("--log-level", "warning")
+    term = terminal(server.port)
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    assert server.stop() == 0
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert b"Traceback" not in shown
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{server.port}", "closed the connection")
+
+
+def test_interactive_notices_the_server_gone_without_pthread_kill(fake_server, terminal):
+    """Windows, simulated: the main thread cannot be signalled, the watcher ends the client."""
+    fake = fake_server(answer_one_line_then_close)
+    term = terminal(fake.port, patch="import signal\ndel signal.pthread_kill")
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert b"Traceback" not in shown
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}", "closed the connection")
+    assert fake.finish() == b"uno\n"
+
+
+def test_interactive_notices_a_reset_at_the_prompt(fake_server, terminal):
+    at_prompt = threading.Event()
+
+    def answer_then_reset(fake: FakeServer, conn: socket.socket) -> None:
+        buffer = b""
+        while b"\n" not in buffer:
+            data = fake.recv(conn)
+            assert data, "the client closed before its line"
+            buffer += data
+        conn.sendall(upper_line(buffer.split(b"\n", 1)[0]) + b"\n")
+        # Reset only once the reply is shown: a reset can destroy unread data.
+        assert at_prompt.wait(WAIT)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    fake = fake_server(answer_then_reset)
+    term = terminal(fake.port)
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    at_prompt.set()
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{fake.port}", "reset")
+    fake.finish()
+
+
+SLOW_WATCHER = """
+import select, threading, time
+_select = select.select
+def _late_select(readers, writers, errors, timeout=None):
+    ready = _select(readers, writers, errors, timeout)
+    if threading.current_thread().name == "server-watch" and timeout is None:
+        time.sleep(0.3)  # descheduled right after waking: the main thread runs ahead
+    return ready
+select.select = _late_select
+"""
+
+
+def test_interactive_slow_watcher_still_notices_the_server_gone(start_server, terminal):
+    """The watcher wakes for a reply the main thread has already read by the time it looks."""
+    server = start_server("--log-level", "warning")
+    term = terminal(server.port, "--timeout", "1", patch=SLOW_WATCHER)
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    time.sleep(1.5)  # past --timeout: a watcher that peeked at an empty socket has given up
+    assert server.stop() == 0
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{server.port}", "closed the connection")
+
+
+def test_interactive_watch_leaves_replies_and_the_session_alone(server, terminal):
+    """Many round trips at the prompt, then a clean DESCONEXION: the watcher takes nothing."""
+    term = terminal(server.port)
+    for number in range(30):
+        term.expect(b"> ")
+        term.type(b"linea %d\r" % number)
+        term.expect(b"LINEA %d\r\n" % number)
+    term.expect(b"> ")
+    term.type(b"DESCONEXION\r")
+    term.expect(b"connection closed")
+    code, shown, stderr = term.finish()
+    assert code == 0, (shown, stderr)
+    assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    "platform, key", [("linux", "Ctrl+D"), ("darwin", "Ctrl+D"), ("win32", "Ctrl+Z then Enter")]
+)
+def test_the_prompt_names_the_end_of_input_key_of_the_platform(monkeypatch, platform, key):
+    from upper_client.cli import end_of_input_key
+
+    monkeypatch.setattr(sys, "platform", platform)
+    assert end_of_input_key() == key
 
 
 def test_interactive_connection_refused(terminal):
@@ -534,9 +661,9 @@ def read_with_timeout(stream, size: int, timeout: float = WAIT) -> bytes:
 def piped_client():
     started = []
 
-    def start(port: int) -> subprocess.Popen:
+    def start(port: int, patch: str = "") -> subprocess.Popen:
         process = subprocess.Popen(
-            client_command(port),
+            patched(client_command(port), patch),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -595,6 +722,75 @@ def test_filter_desconexion_ends_the_session_while_stdin_is_still_open(server, p
     assert stdout == b"UNO\n"
 
 
+# Windows, simulated: select() takes sockets only (WSAENOTSOCK for anything else).
+WINDOWS_SELECT = """
+import os, select, selectors, stat, sys
+def _sockets_only(readers, writers, errors, timeout=None):
+    for item in (*readers, *writers, *errors):
+        fd = item if isinstance(item, int) else item.fileno()
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(10038, "An operation was attempted on something that is not a socket")
+    return select.select(readers, writers, errors, timeout)
+selectors.SelectSelector._select = lambda self, r, w, x, timeout=None: _sockets_only(
+    r, w, x, timeout
+)
+selectors.DefaultSelector = selectors.SelectSelector
+import upper_client.cli
+sys.platform = "win32"
+"""
+
+WINDOWS_FILTER_INPUT = (
+    b"hola\nmundo\ncrlf line\r\n"
+    + "canción straße ﬁ ǆ\n".encode()
+    + b"invalid \xff\xfe utf8 \xc3\n\n\nDESCONEXIONES\n DESCONEXION\n"
+    + b"x" * 300_000
+    + b"\nlast line without newline"
+)
+
+
+def test_windows_filter_output_is_exactly_the_reply(server):
+    result = run_client(server.port, input=WINDOWS_FILTER_INPUT * 8, patch=WINDOWS_SELECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == expected_reply(WINDOWS_FILTER_INPUT * 8)
+    assert result.stderr == b""
+
+
+def test_windows_filter_with_quiet_producer_answers_before_more_input(server, piped_client):
+    process = piped_client(server.port, patch=WINDOWS_SELECT)
+    process.stdin.write(b"primera linea\nsegunda\n")
+    process.stdin.flush()
+    assert read_with_timeout(process.stdout, 22) == b"PRIMERA LINEA\nSEGUNDA\n"
+    process.stdin.write(b"tercera\n")
+    process.stdin.flush()
+    assert read_with_timeout(process.stdout, 8) == b"TERCERA\n"
+    stdout, stderr = process.communicate(b"final sin salto", timeout=WAIT)
+    assert process.returncode == 0, stderr
+    assert stdout == b"FINAL SIN SALTO"
+
+
+def test_windows_filter_desconexion_ends_the_session_while_stdin_is_open(server, piped_client):
+    process = piped_client(server.port, patch=WINDOWS_SELECT)
+    process.stdin.write(b"uno\nDESCONEXION\n")
+    process.stdin.flush()
+    try:
+        process.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the client did not end the session at DESCONEXION")
+    stdout, stderr = process.communicate(timeout=WAIT)
+    assert process.returncode == 0, stderr
+    assert stdout == b"UNO\n"
+
+
+def test_windows_filter_regular_file_as_stdin(server, tmp_path):
+    data = b"from a file\nsecond line\r\n\xff\n" * 1000
+    path = tmp_path / "input.txt"
+    path.write_bytes(data)
+    with path.open("rb") as stdin:
+        result = run_client(server.port, stdin=stdin, patch=WINDOWS_SELECT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_reply(data)
+
+
 # --- Network failures: one clear line, non-zero exit, no traceback -------------------------------
 
 MODES = {
@@ -610,6 +806,18 @@ def test_connection_refused(mode):
     assert result.returncode != 0
     assert result.stdout == b""
     assert_one_error_line(result.stderr, f"127.0.0.1:{port}", "refused")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ipv6_addresses_are_named_in_brackets(mode):
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: refused
+        result = run_client(
+            port, *MODES[mode].get("args", ()), input=MODES[mode].get("input"), host="::1"
+        )
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, f"[::1]:{port}", "refused")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -17,7 +17,13 @@ import time
 
 import psutil
 import pytest
-from helpers import read_exactly, read_until_eof
+from helpers import (
+    eventually,
+    process_alive,
+    read_exactly,
+    read_until_eof,
+    wait_for_workers,
+)
 from reference_model import expected_reply
 from servers import ServerProcess
 
@@ -30,16 +36,6 @@ _LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close(
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def eventually(predicate, timeout: float = CLOSE_WAIT, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def read_until_closed(sock: socket.socket, timeout: float = CLOSE_WAIT) -> bytes:
@@ -129,15 +125,6 @@ def wait_for_exit(server: ServerProcess, timeout: float = 30.0):
         server.kill()
         raise
     return server.process.returncode, stdout.decode(), stderr.decode()
-
-
-def process_alive(pid: int, created: float) -> bool:
-    """Whether that very process (not a reuse of its pid) still runs (zombies do not)."""
-    try:
-        process = psutil.Process(pid)
-        return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def answers(address, text: str = "sigo aquí") -> bool:
@@ -338,36 +325,6 @@ def test_shutdown_keeps_the_linger_of_a_client_that_never_closes(start_server, c
 # -- --workers ---------------------------------------------------------------------------
 
 
-def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int, float]:
-    """{pid: create_time} of the parent's live children, once there are ``count`` of them."""
-    found = {}
-
-    def ready():
-        nonlocal found
-        try:
-            found = {
-                child.pid: child.create_time()
-                for child in parent.children()
-                if child.status() != psutil.STATUS_ZOMBIE
-            }
-        except psutil.NoSuchProcess:
-            return False
-        return len(found) == count and not set(found) & set(exclude)
-
-    assert eventually(ready), f"expected {count} workers, found {found}"
-    return found
-
-
-@pytest.fixture
-def seen_workers():
-    """{pid: create_time} of the workers a test saw; any still alive at the end is killed."""
-    seen = {}
-    yield seen
-    for pid, created in seen.items():
-        if process_alive(pid, created):
-            os.kill(pid, signal.SIGKILL)
-
-
 def test_workers_are_supervised_and_stop_with_the_parent(start_server, seen_workers):
     server = start_server("--workers", "2", "--log-level", "warning")
     parent = psutil.Process(server.pid)
@@ -413,6 +370,32 @@ def test_workers_exit_when_the_parent_is_killed(start_server, seen_workers):
         lambda: not any(process_alive(pid, created) for pid, created in workers.items())
     ), "workers kept running after the parent was killed"
     server.process.communicate(timeout=10)  # the workers held the pipes; now they are gone
+
+
+def test_workers_refuse_new_connections_as_soon_as_sigterm_arrives(start_server, seen_workers):
+    """No process may hold a listening socket that nobody will accept from."""
+    server = start_server("--workers", "2", "--shutdown-timeout", "60", "--log-level", "warning")
+    seen_workers.update(wait_for_workers(psutil.Process(server.pid), 2))
+    stuck = socket.create_connection(server.address, timeout=CLOSE_WAIT)
+    try:
+        # A client that never reads keeps its worker, and so the parent, in the shutdown.
+        _accepted, blocked = pump([stuck], ASCII_LINES, ASCII_LINES)
+        assert blocked, "the server never pushed back"
+        server.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(server.address, timeout=CLOSE_WAIT).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        assert eventually(refused), "new connections were still accepted during the shutdown"
+        assert server.process.poll() is None, "the shutdown was already over: nothing tested"
+    finally:
+        stuck.close()
+    code, _stdout, stderr = wait_for_exit(server)
+    assert code == 0, stderr
 
 
 def test_workers_zero_means_one_per_cpu(start_server, seen_workers):

@@ -7,6 +7,7 @@ import sys
 from upper_cli.options import add_address_options, number, resolve_port
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
+from upper_client.server_watch import ServerGone, ServerWatch
 from upper_protocol import encode_text, ends_session
 
 PROG = "upper_client"
@@ -60,24 +61,42 @@ def send_messages(client: UpperClient, messages: list[str]) -> int:
     return 0
 
 
+def end_of_input_key() -> str:
+    """What ends input at a terminal on this platform."""
+    return "Ctrl+Z then Enter" if sys.platform == "win32" else "Ctrl+D"
+
+
 def interactive(client: UpperClient) -> int:
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    print(f"connected to {client.address}; type DESCONEXION or press Ctrl+D to leave")
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            print()
-            break
-        if ends_session(encode_text(line)):
-            break
-        write_line(client.upper(line))
+    key = end_of_input_key()
+    print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
+    watch = ServerWatch(client._require_socket(), lambda: server_gone_unattended(client, watch))
+    with watch:
+        while True:
+            try:
+                line = watch.read_line("> ")
+            except EOFError:
+                print()
+                break
+            except ServerGone:
+                print()
+                raise client._broken(watch.cause) from None
+            if ends_session(encode_text(line)):
+                break
+            write_line(client.upper(line))
     client.disconnect()
     print("connection closed")
     return 0
+
+
+def server_gone_unattended(client: UpperClient, watch: ServerWatch) -> None:
+    """The server went away and input() cannot be interrupted here: say so and end."""
+    print(file=sys.stdout, flush=True)
+    print(f"{PROG}: error: {client._broken(watch.cause)}", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def filter_stdin(client: UpperClient) -> int:

@@ -5,13 +5,21 @@ arrive, on one selector, so a filter over any input uses bounded memory and
 never waits one round trip per line. TCP backpressure is the only buffer: the
 next input chunk is read only when the last one is sent.
 
+On Windows ``select`` takes sockets only, so a pipe or console cannot be
+watched: there a thread copies the source into a socket pair (``SourceRelay``)
+and the exchange watches the other end. The same bounded memory holds, since
+the thread blocks when the socket pair's buffers are full.
+
 Error handling: every failure is reported through the owning client
 (``UpperClient._broken``), which closes the connection and words the error.
+A failure to read the source is raised as it is.
 """
 
 import os
 import selectors
 import socket
+import sys
+import threading
 from collections.abc import Iterator
 
 from upper_protocol import KeywordScanner
@@ -32,6 +40,9 @@ class PipelinedExchange:
         self.source_done = False
         self.chunks = iter(chunks)
         self.source_fd = source_fd
+        self.source = source_fd
+        """What the selector watches and ``_read_source`` reads: the fd, or the relay's socket."""
+        self.relay: SourceRelay | None = None
         # Whether the input itself ended the session with a DESCONEXION line.
         self.keyword = KeywordScanner()
 
@@ -41,6 +52,8 @@ class PipelinedExchange:
             yield from self._loop(selector)
         finally:
             selector.close()
+            if self.relay is not None:
+                self.relay.close()
 
     def _loop(self, selector) -> Iterator[bytes]:
         sock = self.sock
@@ -60,9 +73,9 @@ class PipelinedExchange:
             wanted_source = watch_source and not self.source_done and not self.pending
             if wanted_source != source_watched:
                 if wanted_source:
-                    selector.register(self.source_fd, selectors.EVENT_READ)
+                    selector.register(self.source, selectors.EVENT_READ)
                 else:
-                    selector.unregister(self.source_fd)
+                    selector.unregister(self.source)
                 source_watched = wanted_source
             ready = selector.select(self._wait_limit())
             if not ready:
@@ -87,6 +100,11 @@ class PipelinedExchange:
         """Register a pipe or terminal to be watched; regular files are just read."""
         if self.source_fd is None:
             return False
+        if not select_takes_pipes():
+            self.relay = SourceRelay(self.source_fd)
+            self.source = self.relay.socket
+            selector.register(self.source, selectors.EVENT_READ)
+            return True
         try:
             selector.register(self.source_fd, selectors.EVENT_READ)
         except (OSError, ValueError):
@@ -115,7 +133,10 @@ class PipelinedExchange:
                 self._queue(chunk)
 
     def _read_source(self) -> None:
-        chunk = os.read(self.source_fd, RECV_SIZE)
+        if self.relay is not None:
+            chunk = self.relay.read(RECV_SIZE)
+        else:
+            chunk = os.read(self.source_fd, RECV_SIZE)
         if chunk:
             self._queue(chunk)
         else:
@@ -170,3 +191,52 @@ class PipelinedExchange:
 def _read_chunks(fd: int) -> Iterator[bytes]:
     while chunk := os.read(fd, RECV_SIZE):
         yield chunk
+
+
+def select_takes_pipes() -> bool:
+    """Whether ``select`` can watch pipes and terminals (everywhere but Windows)."""
+    return sys.platform != "win32"
+
+
+class SourceRelay:
+    """Copies a descriptor into a socket pair from a thread, for a selector of sockets only.
+
+    Resource handling:
+
+      The exchange closes its end (``close()``) when it ends, however it
+      ends; the thread then stops at its next write, or with the process if
+      it is still waiting for input that never comes (it is a daemon thread:
+      a read from a pipe or console cannot be interrupted portably).
+
+    Error handling:
+
+      A read error in the thread is kept and raised by ``read()`` where the
+      end of the source would otherwise be reported, so it is never mistaken
+      for the end of the input.
+    """
+
+    def __init__(self, fd: int):
+        self.socket, self._writer = socket.socketpair()
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._copy, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the source; ``b""`` at its end (re-raises its read error)."""
+        chunk = self.socket.recv(size)
+        if not chunk and self.error is not None:
+            raise self.error
+        return chunk
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def _copy(self, fd: int) -> None:
+        try:
+            while chunk := os.read(fd, RECV_SIZE):
+                self._writer.sendall(chunk)
+        except OSError as exc:
+            if self.socket.fileno() != -1:  # not just the exchange ending first
+                self.error = exc
+        finally:
+            self._writer.close()

@@ -1,20 +1,31 @@
-"""``python -m upper_server``: the command line."""
+"""``python -m upper_server``: the command line (arguments, messages, exit codes).
+
+This module only decides what to run: ``serving.py`` runs one server until a
+signal, ``workers.py`` supervises pre-forked workers, ``listener.py`` opens the
+listening sockets and ``limits.py`` raises the open-file limit.
+
+Error handling:
+
+  A user's mistake is one line on stderr and an exit code, never a traceback.
+  A bad flag value, or a feature this platform lacks (``--workers`` above 1
+  without ``os.fork``), is a usage error: exit 2. An address that cannot be
+  listened on: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
+"""
 
 import argparse
 import logging
-import os
-import resource
-import signal
 import sys
 
 from upper_cli.options import add_address_options, number, resolve_port
-from upper_protocol.address import format_address
-from upper_server.listener import ListenError, open_listener
+from upper_server.limits import raise_open_file_limit
+from upper_server.listener import ListenError, addresses_text, open_listeners
 from upper_server.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     UpperServer,
 )
+from upper_server.serving import serve_until_signalled
+from upper_server.workers import Supervisor, can_fork, usable_cpus
 
 PROG = "upper_server"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -75,18 +86,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     resolve_port(parser, args, lowest=0)
     if args.workers == 0:
-        args.workers = len(os.sched_getaffinity(0))
+        args.workers = usable_cpus()
+    if args.workers > 1 and not can_fork():
+        parser.error(
+            f"argument --workers: pre-forked workers need fork(), which {sys.platform} "
+            "does not have; use --workers 1 (for more cores, run one server per port "
+            "behind a balancer)"
+        )
     return args
-
-
-def raise_open_file_limit() -> None:
-    """Use every descriptor the hard limit allows: each connection needs one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -94,38 +101,14 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-def make_server(listener, args) -> UpperServer:
+def make_server(listeners, args) -> UpperServer:
     return UpperServer(
-        listener,
+        listeners,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections or None,
         shutdown_timeout=args.shutdown_timeout,
         stats_interval=args.stats_interval,
     )
-
-
-def serve_until_signalled(server: UpperServer, on_ready=lambda: None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully.
-
-    ``on_ready`` runs once the handlers are in place: a signal sent as soon as
-    the ready line appears must already be a graceful stop.
-    """
-    import gevent
-    from gevent.event import Event
-
-    stop_requested = Event()
-    handlers = [
-        gevent.signal_handler(signal.SIGTERM, stop_requested.set),
-        gevent.signal_handler(signal.SIGINT, stop_requested.set),
-    ]
-    try:
-        on_ready()
-        stop_requested.wait()
-        logging.getLogger(PROG).info("shutting down")
-        server.stop()
-    finally:
-        for handler in handlers:
-            handler.cancel()
 
 
 def main(argv=None) -> int:
@@ -136,25 +119,22 @@ def main(argv=None) -> int:
     )
     raise_open_file_limit()
     try:
-        listener = open_listener(args.host, args.port, UpperServer.backlog)
+        listeners = open_listeners(args.host, args.port, UpperServer.backlog)
     except ListenError as exc:
         return fail(str(exc))
-    address = format_address(*listener.getsockname()[:2])
+    addresses = addresses_text(listeners)
     if args.workers > 1:
-        from upper_server.workers import Supervisor
-
         supervisor = Supervisor(
-            listener, args.workers, lambda: make_server(listener, args), args.shutdown_timeout
+            listeners, args.workers, lambda: make_server(listeners, args), args.shutdown_timeout
         )
-        return supervisor.run(on_ready=lambda: announce(address))
-    server = make_server(listener, args)
-    server.start()
-    serve_until_signalled(server, on_ready=lambda: announce(address))
+        return supervisor.run(on_ready=lambda: announce(addresses))
+    serve_until_signalled(make_server(listeners, args), on_ready=lambda: announce(addresses))
     return 0
 
 
-def announce(address: str) -> None:
-    print(f"{PROG} listening on {address}", flush=True)
+def announce(addresses: str) -> None:
+    """The ready line: one line naming every address listened on."""
+    print(f"{PROG} listening on {addresses}", flush=True)
 
 
 def run() -> None:

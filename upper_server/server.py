@@ -16,7 +16,6 @@ Error handling: a fault in one connection is handled in that connection
 """
 
 import logging
-import resource
 
 import gevent
 from gevent.event import Event
@@ -24,6 +23,7 @@ from gevent.event import Event
 from upper_protocol.address import format_address
 from upper_server.acceptor import Acceptor
 from upper_server.connection import RECV_SIZE, Connection, Interrupt, Timeouts
+from upper_server.limits import default_max_connections
 from upper_server.stats import ServerStats
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ HIBERNATE_AFTER = 1.0
 """Seconds a connection waits for input before its greenlet is given back."""
 FD_RESERVE = 100
 """Descriptors kept back from ``--max-connections`` for the listener, logs and the like."""
-
-
-def default_max_connections() -> int:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(1, soft - FD_RESERVE)
 
 
 class UpperServer:
