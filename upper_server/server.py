@@ -33,8 +33,6 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_LINGER_TIMEOUT = 5.0
 HIBERNATE_AFTER = 1.0
 """Seconds a connection waits for input before its greenlet is given back."""
-FD_RESERVE = 100
-"""Descriptors kept back from ``--max-connections`` for the listener, logs and the like."""
 
 
 class UpperServer:
