@@ -71,3 +71,70 @@ def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowe
         args.port = port(lowest)(str(text))
     except argparse.ArgumentTypeError as exc:
         parser.error(f"{source}: {exc}")
+
+
+def add_server_tls_options(parser: argparse.ArgumentParser) -> None:
+    """The server's ``--tls-*`` options (checked by ``check_server_tls_options``)."""
+    group = parser.add_argument_group("TLS (the port then speaks TLS only)")
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM certificate chain; its key may be in it too"
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    group.add_argument(
+        "--tls-handshake-timeout",
+        type=number(float, above=True, what="timeout"),
+        default=10.0,
+        metavar="SECONDS",
+        help="a TLS handshake not done this long after the accept fails (default: %(default)s)",
+    )
+
+
+def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for option in ("tls_key", "tls_client_ca"):
+        if getattr(args, option) and not args.tls_cert:
+            parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
+
+
+def add_client_tls_options(parser, *, prefix: str = "", **extra) -> None:
+    """The client side's TLS options: ``--tls``, ``--cafile``, ``--insecure``, ``--cert``,
+    ``--key``, each named ``--{prefix}NAME`` (Locust's are ``--tls-cafile`` ...).
+
+    ``extra`` goes to every ``add_argument`` (Locust's ``include_in_web_ui``).
+    ``upper_client.tls.client_context_from`` turns the parsed values into a context.
+    """
+    if not prefix:
+        parser.add_argument(
+            "--tls",
+            action="store_true",
+            help="connect with TLS, verifying the server against the system's trust store",
+        )
+    parser.add_argument(
+        f"--{prefix}cafile",
+        metavar="FILE",
+        help="with TLS, trust the CA certificate(s) in this PEM file"
+        + (" (implies --tls)" if not prefix else ""),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}insecure",
+        action="store_true",
+        help="with TLS, do not verify the server's certificate (a warning says so)",
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}cert",
+        metavar="FILE",
+        help="with TLS, present this client certificate (PEM; needs its key)",
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}key",
+        metavar="FILE",
+        help="the private key of the client certificate, if not in its file",
+        **extra,
+    )

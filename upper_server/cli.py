@@ -9,14 +9,21 @@ Error handling:
   A user's mistake is one line on stderr and an exit code, never a traceback.
   A bad flag value, or a feature this platform lacks (``--workers`` above 1
   without ``os.fork``), is a usage error: exit 2. An address that cannot be
-  listened on: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
+  listened on, or a TLS certificate or key that is missing, unreadable or
+  mismatched: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
 """
 
 import argparse
 import logging
 import sys
 
-from upper_cli.options import add_address_options, number, resolve_port
+from upper_cli.options import (
+    add_address_options,
+    add_server_tls_options,
+    check_server_tls_options,
+    number,
+    resolve_port,
+)
 from upper_server.limits import raise_open_file_limit
 from upper_server.listener import ListenError, addresses_text, open_listeners
 from upper_server.server import (
@@ -25,6 +32,7 @@ from upper_server.server import (
     UpperServer,
 )
 from upper_server.serving import serve_until_signalled
+from upper_server.tls import TLSSetupError, server_context
 from upper_server.workers import Supervisor, can_fork, usable_cpus
 
 PROG = "upper_server"
@@ -78,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="log the server's counters this often; 0 turns it off (default: 0)",
     )
+    add_server_tls_options(parser)
     return parser
 
 
@@ -85,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_port(parser, args, lowest=0)
+    check_server_tls_options(parser, args)
     if args.workers == 0:
         args.workers = usable_cpus()
     if args.workers > 1 and not can_fork():
@@ -101,13 +111,15 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-def make_server(listeners, args) -> UpperServer:
+def make_server(listeners, args, ssl_context=None) -> UpperServer:
     return UpperServer(
         listeners,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections or None,
         shutdown_timeout=args.shutdown_timeout,
         stats_interval=args.stats_interval,
+        ssl_context=ssl_context,
+        handshake_timeout=args.tls_handshake_timeout,
     )
 
 
@@ -117,6 +129,12 @@ def main(argv=None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
+    ssl_context = None
+    if args.tls_cert:
+        try:
+            ssl_context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except TLSSetupError as exc:
+            return fail(str(exc))
     raise_open_file_limit()
     try:
         listeners = open_listeners(args.host, args.port, UpperServer.backlog)
@@ -125,10 +143,15 @@ def main(argv=None) -> int:
     addresses = addresses_text(listeners)
     if args.workers > 1:
         supervisor = Supervisor(
-            listeners, args.workers, lambda: make_server(listeners, args), args.shutdown_timeout
+            listeners,
+            args.workers,
+            lambda: make_server(listeners, args, ssl_context),
+            args.shutdown_timeout,
         )
         return supervisor.run(on_ready=lambda: announce(addresses))
-    serve_until_signalled(make_server(listeners, args), on_ready=lambda: announce(addresses))
+    serve_until_signalled(
+        make_server(listeners, args, ssl_context), on_ready=lambda: announce(addresses)
+    )
     return 0
 
 

@@ -12,6 +12,9 @@ reset never destroys replies the client has not read yet.
 Where the greenlet is parked is the connection's ``State``:
 
 - ``STARTING``: spawned, not yet run.
+- ``HANDSHAKING``: a TLS connection waiting for its peer's side of the
+  handshake (``upper_server.tls``). Nothing has been read that needs an answer,
+  and the handshake timeout alone bounds it.
 - ``RUNNING``: between two waits (never seen from outside: see below).
 - ``READING``: waiting for input on the read watcher.
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
@@ -22,8 +25,9 @@ Where the greenlet is parked is the connection's ``State``:
   greenlet that carries on where the last one stopped.
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
-Five *interrupts* come from outside (the server's shutdown and its sweeper):
-``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END`` and ``FORCE_CLOSE``.
+Six *interrupts* come from outside (the server's shutdown and its sweeper):
+``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END``, ``HANDSHAKE_TIMEOUT``
+and ``FORCE_CLOSE``.
 ``TRANSITIONS`` says, for each state, what each of them does; it is the only
 place that decides it. An interrupt is applied in a hub callback
 (``Connection.interrupt``), where no greenlet runs, so the connection's
@@ -65,6 +69,7 @@ _DRAIN_SIZE = 256 * 1024
 
 class State(enum.Enum):
     STARTING = "starting"
+    HANDSHAKING = "handshaking"
     RUNNING = "running"
     READING = "reading"
     SENDING = "sending"
@@ -78,6 +83,7 @@ class Interrupt(enum.Enum):
     IDLE_TIMEOUT = "idle timeout"  # no byte moved either way for --idle-timeout
     HIBERNATE = "hibernate"  # waited for input for a while: give the greenlet back
     LINGER_END = "linger end"  # the peer did not close within the linger after our FIN
+    HANDSHAKE_TIMEOUT = "handshake timeout"  # no TLS session within --tls-handshake-timeout
     FORCE_CLOSE = "forced close"  # the shutdown timeout has passed
 
 
@@ -89,6 +95,8 @@ class Action(enum.Enum):
     DROP = "drop"  # a reply nobody reads: close at once, counted as an idle timeout
     HIBERNATE = "hibernate"  # end the greenlet, keep the connection
     END_LINGER = "end linger"  # stop waiting for the peer's close; close now
+    CLOSE = "close"  # close at once: nothing was read that needs an answer
+    FAIL_HANDSHAKE = "fail handshake"  # CLOSE, counted and logged as a failed handshake
     ABORT = "abort"  # close now, whatever the state
 
 
@@ -98,19 +106,22 @@ _COLUMNS = (
     Interrupt.IDLE_TIMEOUT,
     Interrupt.HIBERNATE,
     Interrupt.LINGER_END,
+    Interrupt.HANDSHAKE_TIMEOUT,
     Interrupt.FORCE_CLOSE,
 )
 _ROWS = {  # fmt: skip
-    # state            STOP                    IDLE_TIMEOUT  HIBERNATE     LINGER_END    FORCE_CLOSE
-    State.STARTING:    (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
-    State.RUNNING:     (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
-    State.READING:     (A.FINISH,              A.CLOSE_IDLE, A.HIBERNATE,  A.IGNORE,     A.ABORT),
+    # state            STOP                    IDLE_TIMEOUT  HIBERNATE     LINGER_END    HANDSHAKE_TIMEOUT  FORCE_CLOSE
+    State.STARTING:    (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
+    # Nothing was read yet that needs an answer: a shutdown closes at once.
+    State.HANDSHAKING: (A.CLOSE,               A.IGNORE,     A.IGNORE,     A.IGNORE,     A.FAIL_HANDSHAKE,  A.ABORT),
+    State.RUNNING:     (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
+    State.READING:     (A.FINISH,              A.CLOSE_IDLE, A.HIBERNATE,  A.IGNORE,     A.IGNORE,          A.ABORT),
     # Never cut a reply short on STOP; a client that stops reading is dropped.
-    State.SENDING:     (A.FINISH_AFTER_REPLY,  A.DROP,       A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.SENDING:     (A.FINISH_AFTER_REPLY,  A.DROP,       A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
     # Every reply is out: the linger alone bounds this state, during a shutdown too.
-    State.DRAINING:    (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.END_LINGER, A.ABORT),
-    State.HIBERNATING: (A.FINISH,              A.CLOSE_IDLE, A.IGNORE,     A.IGNORE,     A.ABORT),
-    State.CLOSED:      (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE),
+    State.DRAINING:    (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.END_LINGER, A.IGNORE,          A.ABORT),
+    State.HIBERNATING: (A.FINISH,              A.CLOSE_IDLE, A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
+    State.CLOSED:      (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE,          A.IGNORE),
 }
 TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
     state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()
@@ -126,6 +137,9 @@ class Timeouts:
     idle: float
     linger: float
     hibernate_after: float
+    handshake: float = 10.0
+    """A TLS handshake's whole allowance, from the accept (``HANDSHAKING`` makes no progress
+    that counts: a peer sending one byte at a time must still finish in time)."""
 
 
 def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | None:
@@ -133,6 +147,8 @@ def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | N
     made progress (any byte in either direction; for ``DRAINING``, since our FIN)."""
     if state is State.DRAINING:
         return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
+    if state is State.HANDSHAKING:
+        return Interrupt.HANDSHAKE_TIMEOUT if quiet_for >= timeouts.handshake else None
     if state in (State.READING, State.SENDING, State.HIBERNATING):
         if timeouts.idle and quiet_for >= timeouts.idle:
             return Interrupt.IDLE_TIMEOUT

@@ -25,6 +25,7 @@ from upper_server.acceptor import Acceptor
 from upper_server.connection import RECV_SIZE, Connection, Interrupt, Timeouts
 from upper_server.limits import default_max_connections
 from upper_server.stats import ServerStats
+from upper_server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSConnection
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ class UpperServer:
     ``listeners`` is a listening socket, an address tuple, or a list of listening
     sockets (all served together: one limit, one set of counters, one shutdown).
     ``stop()`` is graceful: connections answer what they have read and close
-    cleanly within ``shutdown_timeout``.
+    cleanly within ``shutdown_timeout``. With ``ssl_context`` (see
+    ``upper_server.tls.server_context``) every connection speaks TLS, and a
+    handshake not done within ``handshake_timeout`` seconds of the accept fails.
     """
 
     backlog = Acceptor.backlog
@@ -59,6 +62,8 @@ class UpperServer:
         linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
         stats_interval: float = 0,
         hibernate_after: float = HIBERNATE_AFTER,
+        ssl_context=None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if not isinstance(listeners, list):
             listeners = [listeners]
@@ -68,8 +73,14 @@ class UpperServer:
         self.linger_timeout = linger_timeout
         self.stats_interval = stats_interval
         self.timeouts = Timeouts(
-            idle=idle_timeout, linger=linger_timeout, hibernate_after=hibernate_after
+            idle=idle_timeout,
+            linger=linger_timeout,
+            hibernate_after=hibernate_after,
+            handshake=handshake_timeout,
         )
+        self.ssl_context = ssl_context
+        """With an ``SSLContext``, every connection speaks TLS (``upper_server.tls``)."""
+        self._connection_type = Connection if ssl_context is None else TLSConnection
         self.hub = gevent.get_hub()
         self.loop = self.hub.loop
         self.receive_buffer = bytearray(RECV_SIZE)
@@ -139,7 +150,7 @@ class UpperServer:
 
     def register(self, sock, address) -> None:
         """Take an accepted socket: count it and start its connection."""
-        connection = Connection(sock, format_address(*address[:2]), self)
+        connection = self._connection_type(sock, format_address(*address[:2]), self)
         self.connections.add(connection)
         self._all_closed.clear()
         self.stats.open_connections += 1
@@ -164,6 +175,8 @@ class UpperServer:
         interval = self.sweep_interval
         if self.idle_timeout:
             interval = min(interval, max(0.05, self.idle_timeout / 4))
+        if self.ssl_context is not None:
+            interval = min(interval, max(0.05, self.timeouts.handshake / 4))
         timeouts = self.timeouts
         while True:
             gevent.sleep(interval)

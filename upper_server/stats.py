@@ -14,6 +14,7 @@ class ServerStats:
     errors: int = 0
     idle_timeouts: int = 0
     accept_errors: int = 0
+    failed_handshakes: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -22,5 +23,6 @@ class ServerStats:
         return (
             f"open={self.open_connections} served={self.connections_served} "
             f"lines_in={self.lines_in} lines_out={self.lines_out} "
-            f"bytes_in={self.bytes_in} bytes_out={self.bytes_out} errors={self.errors}"
+            f"bytes_in={self.bytes_in} bytes_out={self.bytes_out} errors={self.errors} "
+            f"failed_handshakes={self.failed_handshakes}"
         )
