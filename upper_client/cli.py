@@ -4,10 +4,11 @@ import argparse
 import os
 import sys
 
-from upper_cli.options import add_address_options, number, resolve_port
+from upper_cli.options import add_address_options, add_client_tls_options, number, resolve_port
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
 from upper_client.server_watch import ServerGone, ServerWatch
+from upper_client.tls import client_context_from
 from upper_protocol import encode_text, ends_session
 
 PROG = "upper_client"
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the server before giving up (default: %(default)s)",
     )
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="lines to send")
+    add_client_tls_options(parser)
     return parser
 
 
@@ -53,8 +55,10 @@ def send_messages(client: UpperClient, messages: list[str]) -> int:
             client.disconnect()
             unsent = len(messages) - position - 1
             if unsent:
-                print(f"{PROG}: DESCONEXION ended the session; {unsent} message(s) not sent",
-                      file=sys.stderr)
+                print(
+                    f"{PROG}: DESCONEXION ended the session; {unsent} message(s) not sent",
+                    file=sys.stderr,
+                )
             return 0
         write_line(client.upper(message))
     client.disconnect()
@@ -110,8 +114,10 @@ def filter_stdin(client: UpperClient) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    client = UpperClient(args.host, args.port, args.timeout)
+    client = None
     try:
+        ssl_context = client_context_from(args, warn=warn)
+        client = UpperClient(args.host, args.port, args.timeout, ssl_context=ssl_context)
         client.connect()
         if args.messages:
             return send_messages(client, args.messages)
@@ -129,7 +135,12 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+
+
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def run() -> None:

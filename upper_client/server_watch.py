@@ -10,9 +10,11 @@ leaving the prompt, never looks at it then. The watcher only peeks
 (``MSG_PEEK``); it never consumes a byte.
 """
 
+import _socket
 import select
 import signal
 import socket
+import ssl
 import threading
 
 INTERRUPT = getattr(signal, "SIGUSR1", None)
@@ -149,8 +151,12 @@ class ServerWatch:
             return True  # let the peek report it
 
     def _closed_by_server(self) -> bool:
+        # An SSLSocket cannot peek: the TCP stream under it can. Over TLS a server's close
+        # begins with close_notify, bytes this cannot read, so it is noticed when the TCP
+        # end of stream comes first (a server gone without a word) or at the next line.
+        peek = _socket.socket.recv if isinstance(self.sock, ssl.SSLSocket) else type(self.sock).recv
         try:
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
+            return peek(self.sock, 1, socket.MSG_PEEK) == b""
         except (BlockingIOError, InterruptedError, TimeoutError):
             return False
         except OSError as exc:
