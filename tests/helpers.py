@@ -2,7 +2,9 @@
 waiting for something to happen, and the processes of a server with workers."""
 
 import os
+import selectors
 import socket
+import ssl
 import time
 
 import psutil
@@ -74,3 +76,40 @@ def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int
 
     assert eventually(ready), f"expected {count} workers, found {found}"
     return found
+
+
+def send_while_reading(sock: socket.socket, payload: bytes, timeout: float) -> bytes:
+    """Send all of ``payload`` while reading everything until the server closes, in one
+    thread (an ``SSLSocket`` cannot be written by one thread while another reads it)."""
+    not_now = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    view = memoryview(payload)
+    received = bytearray()
+    sock.setblocking(False)
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"not closed within {timeout}s ({len(received)} bytes)")
+                selector.select(remaining)
+                if view:
+                    try:
+                        view = view[sock.send(view[: 1 << 16]) :]
+                    except not_now:
+                        pass
+                    except BrokenPipeError:
+                        view = view[:0]  # the server closed: the rest was never wanted
+                    if not view:
+                        selector.modify(sock, selectors.EVENT_READ)
+                while True:
+                    try:
+                        chunk = sock.recv(1 << 20)
+                    except not_now:
+                        break
+                    if not chunk:
+                        return bytes(received)
+                    received += chunk
+    finally:
+        sock.settimeout(timeout)
