@@ -12,7 +12,7 @@ from upper_server.connection import (
 )
 
 TIMEOUTS = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0)
-WAITING = (State.READING, State.SENDING, State.DRAINING, State.HIBERNATING)
+WAITING = (State.HANDSHAKING, State.READING, State.SENDING, State.DRAINING, State.HIBERNATING)
 
 
 def test_every_state_has_an_action_for_every_interrupt():
@@ -103,3 +103,25 @@ def test_whatever_the_sweeper_asks_for_has_an_effect(state):
         interrupt = overdue(state, quiet_for, TIMEOUTS)
         if interrupt is not None:
             assert TRANSITIONS[state][interrupt] is not Action.IGNORE, (state, quiet_for)
+
+
+def test_a_handshake_is_bounded_by_its_own_timeout_from_the_accept():
+    assert overdue(State.HANDSHAKING, 9.9, TIMEOUTS) is None
+    assert overdue(State.HANDSHAKING, 10.0, TIMEOUTS) is Interrupt.HANDSHAKE_TIMEOUT
+    # Neither the idle timeout nor hibernation applies before the session exists.
+    short_idle = Timeouts(idle=1.0, linger=5.0, hibernate_after=0.5, handshake=10.0)
+    assert overdue(State.HANDSHAKING, 5.0, short_idle) is None
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.HANDSHAKE_TIMEOUT] is Action.FAIL_HANDSHAKE
+
+
+def test_a_shutdown_closes_a_handshake_at_once_and_force_close_aborts_it():
+    # Nothing was read that needs an answer: there is no reply to wait for.
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.STOP] is Action.CLOSE
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.FORCE_CLOSE] is Action.ABORT
+
+
+def test_the_handshake_timeout_applies_only_while_handshaking():
+    applying = [
+        s for s in State if TRANSITIONS[s][Interrupt.HANDSHAKE_TIMEOUT] is not Action.IGNORE
+    ]
+    assert applying == [State.HANDSHAKING]

@@ -246,12 +246,11 @@ class TLSConnection(Connection):
                 data = tls_read(RECV_SIZE)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
-                # close_notify: the client's clean end of input.
+            if not data:
+                # close_notify (the SSLObject returns b"" for it): the client's clean end
+                # of input.
                 self._send_all(session.end_of_input())
                 return True
-            if not data:
-                break
             stats.bytes_in += len(data)
             stats.lines_in += data.count(b"\n")
             reply = session.feed(data)
