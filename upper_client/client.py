@@ -8,6 +8,7 @@ faster path of :mod:`upper_client.cooperative`.
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from time import perf_counter
@@ -137,10 +138,18 @@ class UpperClient:
 
         Replies to lines sent earlier and never received are discarded.
         """
+        sock = self._require_socket()
         self._sendall(KEYWORD + b"\n")
         try:
             while self._recv():
                 pass
+            # A server that had closed before DESCONEXION arrived answers it with a reset,
+            # which can come just after the close that looked like the answer.
+            if error := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                raise ConnectionLost(
+                    f"server {self.address} closed the connection before DESCONEXION "
+                    f"(then reset it: {os.strerror(error)})"
+                )
         except ReplyTimeout:
             raise ReplyTimeout(
                 f"server {self.address} did not close the connection within "
