@@ -364,7 +364,7 @@ class LocustUpperClient:
             expected_line = uppercase(encoded)
         else:
             expected_line = _encoded_line(expected, "expected")
-        reply = self._round_trip(encoded, expected_line, name)
+        reply = UpperReply(*self._round_trip(encoded, expected_line, name))
         merged = self._context if not context else {**self._context, **context}
         if catch_response:
             return CaughtReply(reply, self._record, name, merged)
@@ -379,36 +379,34 @@ class LocustUpperClient:
         """``request()`` for lines encoded in advance: ``line`` and ``expected`` end in ``b"\\n"``.
 
         The cheap way to send many messages: nothing is encoded, decoded or
-        computed per message (``loadtest/locustfile.py`` keeps a pool of them).
+        computed per message, and no reply object is made (``loadtest/locustfile.py``
+        keeps a pool of lines). Returns whether the request succeeded.
         """
-        reply = self._round_trip(line, expected, name)
-        error = reply.error
+        content, _, elapsed, error = self._round_trip(line, expected, name)
         self._fire(
             request_type=REQUEST_TYPE,
             name=name,
-            response_time=reply.elapsed * 1000,
-            response_length=len(reply.content),
+            response_time=elapsed * 1000,
+            response_length=len(content),
             exception=error,
             context=self._context,
         )
         return error is None
 
-    def _round_trip(self, line: bytes, expected: bytes, name: str) -> UpperReply:
-        """Send ``line``, wait for its reply and check it; nothing is recorded yet."""
+    def _round_trip(self, line: bytes, expected: bytes, name: str) -> tuple:
+        """Send ``line``, wait for its reply and check it: ``UpperReply``'s fields, not recorded."""
         started = perf_counter()
         try:
             content = self._upper_line(line)
         except UpperClientError as exc:
-            return UpperReply(b"", expected, perf_counter() - started, exc)
+            return b"", expected, perf_counter() - started, exc
         except GreenletExit:
             self._stalled(name, started, "no reply")
             raise
-        error = None
-        if content != expected:
-            error = WrongReply(
-                describe_mismatch(decode_text(expected[:-1]), decode_text(content[:-1]))
-            )
-        return UpperReply(content, expected, self.upper_client.elapsed, error)
+        if content == expected:
+            return content, expected, self.upper_client.elapsed, None
+        error = WrongReply(describe_mismatch(decode_text(expected[:-1]), decode_text(content[:-1])))
+        return content, expected, self.upper_client.elapsed, error
 
     # -- many lines in flight -------------------------------------------------------
 

@@ -65,7 +65,7 @@ def _final_stats(stdout: str) -> list[dict]:
     return json.loads(stdout[start:]) if start != -1 else []
 
 
-_ERROR_ROW = re.compile(r"(\d+) +(\S+) (\S+): (.*)")
+_ERROR_ROW = re.compile(r"(\d+) +(\S+) (.+?): (.*)")
 
 
 def _error_report(output: str) -> list[dict]:
