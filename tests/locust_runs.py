@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -89,9 +90,14 @@ def run_locust(
     """A headless run of ``locustfile``; the run's processes carry ``MARKER`` in their
     environment (see ``leftovers()``)."""
     marker = uuid.uuid4().hex
+    if {"--processes", "--master"} & set(options) and "--master-bind-port" not in options:
+        # Never Locust's fixed 5557: runs in parallel (xdist, other checkouts) would clash.
+        port = str(free_port())
+        options = (*options, "--master-bind-port", port, "--master-port", port)
     command = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-        "-u", str(users), "-r", str(users), "-t", run_time, "--host", host,
+        "-u", str(users), "-r", str(users), "-t", run_time,
+        *(["--host", host] if host is not None else []),
         "--json", "--only-summary", *options,
     ]  # fmt: skip
     process = subprocess.Popen(
@@ -114,6 +120,12 @@ def run_locust(
 
 
 MARKER = "UPPER_LOCUST_TEST_RUN"
+
+
+def free_port() -> int:
+    """A port nothing listens on just now (a small race, but never a fixed port)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
 
 
 def leftovers(marker: str) -> list[psutil.Process]:
