@@ -5,8 +5,10 @@
 
 Every simulated user repeats one cycle: connect (request ``connect``), send
 ``--messages-per-connection`` lines and check each reply is exactly their
-uppercase (request ``upper``), then ``DESCONEXION`` (request ``DESCONEXION``:
-the time until the server closes the connection).
+uppercase (request ``upper``; ``--pipeline-depth`` of them in flight at a time),
+then ``DESCONEXION`` (request ``DESCONEXION``: the time until the server closes
+the connection). A request still waiting when the test stops, for longer than
+``--stall-threshold``, is a failure.
 """
 
 import itertools

@@ -606,7 +606,10 @@ def _die_with_the_parent_after_fork() -> None:
     if not sys.platform.startswith("linux") or _dying_with_the_parent:
         return
     _dying_with_the_parent = True
-    parent = os.getpid()
+    forking = [0]  # the pid of the process that forks, as the child sees it
+
+    def before() -> None:
+        forking[0] = os.getpid()
 
     def in_child() -> None:
         try:
@@ -614,10 +617,10 @@ def _die_with_the_parent_after_fork() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         except (OSError, AttributeError):  # no prctl: rely on the master's heartbeats
             return
-        if os.getppid() != parent:  # the parent was gone before prctl: nothing will signal us
+        if os.getppid() != forking[0]:  # the parent was gone before prctl: no signal will come
             os._exit(1)
 
-    os.register_at_fork(after_in_child=in_child)
+    os.register_at_fork(before=before, after_in_child=in_child)
 
 
 _PR_SET_PDEATHSIG = 1
@@ -626,12 +629,9 @@ _dying_with_the_parent = False
 
 @events.init.add_listener
 def _check_hosts_at_init(environment, **_kwargs) -> None:
-    """``--host`` on the command line: refuse to start.
-
-    Workers check theirs too (a worker uses the master's host, but a malformed
-    one of its own is still a mistake), so ``--processes`` children exit with
-    the master instead of waiting for it.
-    """
+    """A ``TcpUser`` class's own malformed ``host`` (``--host`` was checked with the
+    options): refuse to start. After ``--processes`` has forked, its workers end
+    with this process (``_die_with_the_parent_after_fork``)."""
     problems = host_errors(environment)
     if problems:
         for problem in problems:
