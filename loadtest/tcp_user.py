@@ -31,7 +31,7 @@ import gevent
 from gevent import GreenletExit
 from locust import User, events
 from locust.exception import CatchResponseError, LocustError, StopUser
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, WorkerRunner
 
 from upper_client.client import UpperClient
 from upper_client.errors import ConnectionLost, UpperClientError
@@ -650,3 +650,16 @@ def _check_hosts_at_start(environment, **_kwargs) -> None:
         for problem in problems:
             log.error("%s; stopping the test", problem)
         gevent.spawn_later(0.1, runner.stop)
+
+
+@events.quitting.add_listener
+def _stop_users_before_the_exit_code(environment, **_kwargs) -> None:
+    """Ctrl+C or SIGTERM: stop the users first, so that stalls count in the exit code.
+
+    Locust decides its exit code right after this event and stops the users only
+    afterwards; the requests found stalled as they are killed would then be in the
+    report but not in the exit code. (A run that ends by ``-t`` is stopped first.)
+    """
+    runner = environment.runner
+    if isinstance(runner, LocalRunner):
+        runner.stop()  # does nothing when the test is already stopped

@@ -127,9 +127,14 @@ class Echo(WrongServer):
 
 
 class NeverAnswers(WrongServer):
-    """Accepts, reads, and never answers anything."""
+    """Accepts, reads, and never answers anything; ``lines_read`` is set once a line came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines_read = threading.Event()
 
     def reply(self, index, line):
+        self.lines_read.set()
         return b""
 
 

@@ -86,9 +86,17 @@ def _error_report(output: str) -> list[dict]:
 
 def run_locust(
     host: str, *options: str, users: int = 5, run_time: str = "3s", locustfile=LOCUSTFILE
+) -> LocustRun:
+    """A headless run of ``locustfile``, to its end; its processes carry ``MARKER`` in
+    their environment (see ``leftovers()``)."""
+    return start_locust(host, *options, users=users, run_time=run_time, locustfile=locustfile)()
+
+
+def start_locust(
+    host: str, *options: str, users: int = 5, run_time: str = "3s", locustfile=LOCUSTFILE
 ):
-    """A headless run of ``locustfile``; the run's processes carry ``MARKER`` in their
-    environment (see ``leftovers()``)."""
+    """Start a headless run; returns ``finish``, which waits for its end -> ``LocustRun``.
+    ``finish.process`` is the ``Popen``."""
     marker = uuid.uuid4().hex
     if {"--processes", "--master"} & set(options) and "--master-bind-port" not in options:
         # Never Locust's fixed 5557: runs in parallel (xdist, other checkouts) would clash.
@@ -110,13 +118,18 @@ def run_locust(
         text=True,
         start_new_session=True,  # its own process group: --processes children die with it
     )
-    try:
-        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate(timeout=10)
-    return LocustRun(process.returncode, stdout, stderr, marker)
+
+    def finish() -> LocustRun:
+        try:
+            stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate(timeout=10)
+        return LocustRun(process.returncode, stdout, stderr, marker)
+
+    finish.process = process
+    return finish
 
 
 MARKER = "UPPER_LOCUST_TEST_RUN"

@@ -7,8 +7,10 @@ no failure at all. Runs are independent (port 0 everywhere): xdist runs them in
 parallel.
 """
 
+import signal
+
 import pytest
-from locust_runs import assert_no_crash, run_locust
+from locust_runs import RUN_TIMEOUT, assert_no_crash, run_locust, start_locust
 from harness_servers import (
     ClosesEarly,
     DropsAReply,
@@ -38,6 +40,19 @@ def test_a_server_that_never_answers_fails_a_run_shorter_than_the_socket_timeout
     assert run.failed("upper") == run.requests("upper") > 0, run
     assert errors_matching(run, "upper", "no reply after") == run.failed("upper"), run
     assert "when the test stopped" in run.failures[0]["Error"], run
+
+
+def test_stalls_count_in_the_exit_code_of_a_run_stopped_by_ctrl_c():
+    # Locust decides the exit code of a Ctrl+C before it stops the users, unless the
+    # harness stops them first. --stall-threshold 0: any request still waiting counts.
+    with NeverAnswers() as server:
+        finish = start_locust(server.host, "--stall-threshold", "0", run_time="60s")
+        assert server.lines_read.wait(RUN_TIMEOUT), "no line reached the server"
+        finish.process.send_signal(signal.SIGINT)
+        run = finish()
+    assert "Traceback" not in run.stderr, run
+    assert errors_matching(run, "upper", "no reply after") == run.failed("upper") > 0, run
+    assert run.returncode == 1, run
 
 
 def test_a_dropped_reply_is_a_failure(tmp_path):
