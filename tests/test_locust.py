@@ -2,8 +2,9 @@
 
 Each test runs ``python -m locust`` as a subprocess for a few seconds against a
 server on port 0 (the project's own, or a deliberately wrong one from
-``harness_servers``) and reads the ``--csv`` reports; nothing here asserts on
-timings. The wrong-server matrix is in test_locust_harness_servers.py.
+``locust_wrong_servers``) and reads its final report (``--json`` and the error
+report); nothing here asserts on timings. The wrong-server matrix is in
+test_locust_wrong_servers.py.
 """
 
 import re
@@ -13,7 +14,7 @@ import sys
 
 import pytest
 from locust_runs import ROOT, RUN_TIMEOUT, assert_no_crash, run_locust
-from harness_servers import Echo, SlowReplies
+from locust_wrong_servers import EchoServer, SlowServer, host
 
 # -- the tests --------------------------------------------------------------------
 
@@ -38,8 +39,8 @@ def test_processes_2_nothing_fails(tmp_path, server):
 
 
 def test_wrong_replies_are_upper_failures_showing_expected_and_got(tmp_path):
-    with Echo() as echo:  # echoes without uppercasing
-        run = run_locust(echo.host, run_time="2s")
+    with EchoServer() as echo:  # echoes without uppercasing
+        run = run_locust(host(echo), run_time="2s")
     assert_no_crash(run)
     assert run.returncode == 1, run
     assert run.failed("upper") == run.requests("upper") > 0, run
@@ -75,8 +76,8 @@ def test_malformed_host_is_a_clear_error_at_start(tmp_path, host):
 def test_slow_replies_within_the_timeout_are_not_failures(tmp_path):
     # Each reply takes 0.05 s, well within --socket-timeout; a connection's replies
     # together take much longer than it: the timeout is per reply, never cumulative.
-    with SlowReplies(0.05) as slow:
-        run = run_locust(slow.host, "--socket-timeout", "0.4",
+    with SlowServer(0.05) as slow:
+        run = run_locust(host(slow), "--socket-timeout", "0.4",
             "--messages-per-connection", "30", users=3, run_time="3s",
         )  # fmt: skip
     assert run.returncode == 0, run

@@ -2,7 +2,7 @@
 fail the run with the right failure under the right request name.
 
 Each case is a short headless Locust run (``locust_runs.run_locust``) against a
-server from ``harness_servers``; the real server, in the same conditions, must give
+server from ``locust_wrong_servers``; the real server, in the same conditions, must give
 no failure at all. Runs are independent (port 0 everywhere): xdist runs them in
 parallel.
 """
@@ -11,13 +11,14 @@ import signal
 
 import pytest
 from locust_runs import RUN_TIMEOUT, assert_no_crash, run_locust, start_locust
-from harness_servers import (
-    ClosesEarly,
-    DropsAReply,
-    NeverAnswers,
-    NeverCloses,
-    ResetsOnDesconexion,
-    SwapsReplies,
+from locust_wrong_servers import (
+    ClosingEarlyServer,
+    DroppedReplyServer,
+    NeverAnsweringServer,
+    NeverClosingServer,
+    ResetOnCloseServer,
+    SwappedRepliesServer,
+    host,
 )
 
 
@@ -33,8 +34,8 @@ def errors_matching(run, name: str, text: str) -> int:
 def test_a_server_that_never_answers_fails_a_run_shorter_than_the_socket_timeout(tmp_path):
     # -t 3s with the default --socket-timeout 5: no reply ever times out; the
     # requests still waiting when the test stops are the failures.
-    with NeverAnswers() as server:
-        run = run_locust(server.host, run_time="3s")
+    with NeverAnsweringServer() as server:
+        run = run_locust(host(server), run_time="3s")
     assert_no_crash(run)
     assert run.returncode == 1, run
     assert run.failed("upper") == run.requests("upper") > 0, run
@@ -45,8 +46,8 @@ def test_a_server_that_never_answers_fails_a_run_shorter_than_the_socket_timeout
 def test_stalls_count_in_the_exit_code_of_a_run_stopped_by_ctrl_c():
     # Locust decides the exit code of a Ctrl+C before it stops the users, unless the
     # harness stops them first. --stall-threshold 0: any request still waiting counts.
-    with NeverAnswers() as server:
-        finish = start_locust(server.host, "--stall-threshold", "0", run_time="60s")
+    with NeverAnsweringServer() as server:
+        finish = start_locust(host(server), "--stall-threshold", "0", run_time="60s")
         assert server.lines_read.wait(RUN_TIMEOUT), "no line reached the server"
         finish.process.send_signal(signal.SIGINT)
         run = finish()
@@ -56,8 +57,8 @@ def test_stalls_count_in_the_exit_code_of_a_run_stopped_by_ctrl_c():
 
 
 def test_a_dropped_reply_is_a_failure(tmp_path):
-    with DropsAReply(dropped=2) as server:
-        run = run_locust(server.host, "--messages-per-connection", "5", run_time="3s")
+    with DroppedReplyServer(dropped=2) as server:
+        run = run_locust(host(server), "--messages-per-connection", "5", run_time="3s")
     assert_no_crash(run)
     assert run.returncode == 1, run
     # Lines 0 and 1 of each connection are answered; line 2 never is.
@@ -66,8 +67,8 @@ def test_a_dropped_reply_is_a_failure(tmp_path):
 
 
 def test_a_dropped_reply_is_a_timeout_when_the_run_outlasts_it(tmp_path):
-    with DropsAReply(dropped=1) as server:
-        run = run_locust(server.host, "--socket-timeout", "0.5", "--pipeline-depth", "3",
+    with DroppedReplyServer(dropped=1) as server:
+        run = run_locust(host(server), "--socket-timeout", "0.5", "--pipeline-depth", "3",
             run_time="3s",
         )  # fmt: skip
     assert_no_crash(run)
@@ -75,8 +76,8 @@ def test_a_dropped_reply_is_a_timeout_when_the_run_outlasts_it(tmp_path):
 
 
 def test_a_server_that_closes_early_fails_desconexion(tmp_path):
-    with ClosesEarly(replies=3) as server:
-        run = run_locust(server.host, "--messages-per-connection", "3", run_time="2s")
+    with ClosingEarlyServer(replies=3) as server:
+        run = run_locust(host(server), "--messages-per-connection", "3", run_time="2s")
     assert_no_crash(run)
     assert run.returncode == 1, run
     assert run.failed("upper") == 0 and run.requests("upper") > 0, run
@@ -88,8 +89,8 @@ def test_a_server_that_closes_early_fails_desconexion(tmp_path):
 
 
 def test_swapped_replies_are_out_of_order_failures(tmp_path):
-    with SwapsReplies() as server:
-        run = run_locust(server.host, "--pipeline-depth", "4", "--messages-per-connection", "6",
+    with SwappedRepliesServer() as server:
+        run = run_locust(host(server), "--pipeline-depth", "4", "--messages-per-connection", "6",
             run_time="2s",
         )  # fmt: skip
     assert_no_crash(run)
@@ -100,8 +101,8 @@ def test_swapped_replies_are_out_of_order_failures(tmp_path):
 
 
 def test_a_reset_instead_of_a_close_fails_desconexion(tmp_path):
-    with ResetsOnDesconexion() as server:
-        run = run_locust(server.host, run_time="2s")
+    with ResetOnCloseServer() as server:
+        run = run_locust(host(server), run_time="2s")
     assert_no_crash(run)
     assert run.returncode == 1, run
     assert run.failed("upper") == 0, run
@@ -112,8 +113,8 @@ def test_a_reset_instead_of_a_close_fails_desconexion(tmp_path):
 def test_a_server_that_never_closes_fails_desconexion_before_the_timeout(tmp_path):
     # -t 2s, --socket-timeout 60: only the stall at stop can report it, and the stop
     # must not wait for the users blocked in DESCONEXION.
-    with NeverCloses() as server:
-        run = run_locust(server.host, "--socket-timeout", "60", "--messages-per-connection", "1",
+    with NeverClosingServer() as server:
+        run = run_locust(host(server), "--socket-timeout", "60", "--messages-per-connection", "1",
             run_time="2s",
         )  # fmt: skip
     assert_no_crash(run)
@@ -124,8 +125,8 @@ def test_a_server_that_never_closes_fails_desconexion_before_the_timeout(tmp_pat
 
 
 def test_a_server_that_never_closes_gives_timeouts_when_the_run_outlasts_them(tmp_path):
-    with NeverCloses() as server:
-        run = run_locust(server.host, "--socket-timeout", "0.5", "--messages-per-connection", "3",
+    with NeverClosingServer() as server:
+        run = run_locust(host(server), "--socket-timeout", "0.5", "--messages-per-connection", "3",
             run_time="3s",
         )  # fmt: skip
     assert_no_crash(run)
@@ -135,8 +136,8 @@ def test_a_server_that_never_closes_gives_timeouts_when_the_run_outlasts_them(tm
 
 def test_stalls_count_with_processes(tmp_path):
     # The failures recorded as workers are stopped reach the master's report.
-    with NeverAnswers() as server:
-        run = run_locust(server.host, "--processes", "2", users=4, run_time="3s")
+    with NeverAnsweringServer() as server:
+        run = run_locust(host(server), "--processes", "2", users=4, run_time="3s")
     assert run.returncode == 1, run
     assert errors_matching(run, "upper", "no reply after") == run.failed("upper") > 0, run
 
