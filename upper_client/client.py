@@ -238,13 +238,7 @@ class UpperClient:
             if not chunk:
                 raise self._broken()
             buffer += chunk
-        scanned = 0
-        while (end := buffer.find(b"\n", scanned)) == -1:
-            scanned = len(buffer)
-            chunk = self._recv()
-            if not chunk:
-                raise self._broken()
-            buffer += chunk
+        self._read_through_newline()
         end = buffer.rfind(b"\n")
         lines = bytes(buffer[:end]).split(b"\n")
         del buffer[: end + 1]
@@ -394,6 +388,14 @@ class UpperClient:
             if not chunk:
                 raise self._broken()
             buffer += chunk
+        end = self._read_through_newline()
+        line = bytes(buffer[:end])
+        del buffer[: end + 1]
+        return line
+
+    def _read_through_newline(self) -> int:
+        """Read until the buffer holds a newline and return where the first one is."""
+        buffer = self._buffer
         scanned = 0
         while (end := buffer.find(b"\n", scanned)) == -1:
             scanned = len(buffer)
@@ -401,6 +403,4 @@ class UpperClient:
             if not chunk:
                 raise self._broken()
             buffer += chunk
-        line = bytes(buffer[:end])
-        del buffer[: end + 1]
-        return line
+        return end
