@@ -10,8 +10,12 @@ project's :class:`upper_client.UpperClient`, and expected replies come from
 :func:`upper_protocol.uppercase`.
 
 The host (``--host`` or the class's ``host``) is ``tcp://HOST:PORT`` or
-``HOST:PORT`` (IPv6 as ``[::1]:5000``); a malformed one stops Locust at start
-with a clear error instead of turning every request into a failure.
+``HOST:PORT`` (IPv6 as ``[::1]:5000``), or ``tls://HOST:PORT`` for TLS, verified
+against the system's trust store or ``--tls-cafile`` (``--tls-insecure``,
+``--tls-client-cert``/``--tls-client-key`` as for the client), or with the context of the
+user class's ``ssl_context_factory``. A malformed host or an unusable TLS file
+stops Locust at start with a clear error instead of turning every request into
+a failure; a failed handshake is a ``connect`` failure with its reason.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import ctypes
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from time import perf_counter
+from types import SimpleNamespace
 
 import gevent
 from gevent import GreenletExit
@@ -33,14 +39,20 @@ from locust import User, events
 from locust.exception import CatchResponseError, LocustError, StopUser
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, WorkerRunner
 
+from upper_cli.options import add_client_tls_options
 from upper_client.client import UpperClient
 from upper_client.errors import ConnectionLost, UpperClientError
+from upper_client.tls import TLSSetupError, client_context_from
 from upper_protocol import decode_text, encode_text, uppercase
 from upper_protocol.address import AddressError, parse_address
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "tcp://127.0.0.1:5000"
+SCHEMES = ("tcp", "tls")
+TLS_OPTIONS = {"prefix": "tls-", "cert_prefix": "client-"}
+"""Locust's TLS options: ``--tls-cafile``, ``--tls-insecure``, ``--tls-client-cert`` and
+``--tls-client-key`` (Locust's own ``--tls-cert`` and ``--tls-key`` serve its web UI)."""
 REQUEST_TYPE = "TCP"
 """The "Type" column of Locust's statistics for every request made by ``TcpUser``."""
 
@@ -57,14 +69,15 @@ class WrongReply(Exception):
 
 
 def parse_host(host: str | None) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` or ``HOST:PORT`` (``None`` or empty: the default) -> ``(HOST, PORT)``."""
+    """``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT`` (``None`` or empty: the
+    default) -> ``(HOST, PORT)``; ``uses_tls`` tells the scheme."""
     text = (host or DEFAULT_HOST).strip()
     address = text
     if "://" in address:
         scheme, address = address.split("://", 1)
-        if scheme.lower() != "tcp":
+        if scheme.lower() not in SCHEMES:
             raise HostError(
-                f"invalid host {text!r}: the scheme must be tcp:// "
+                f"invalid host {text!r}: the scheme must be tcp:// or tls:// "
                 f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
             )
     try:
@@ -73,6 +86,11 @@ def parse_host(host: str | None) -> tuple[str, int]:
         raise HostError(
             f"invalid host {text!r}: {exc} (use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
         ) from None
+
+
+def uses_tls(host: str | None) -> bool:
+    """Whether ``host`` is ``tls://HOST:PORT``."""
+    return (host or "").strip().lower().startswith("tls://")
 
 
 def describe_mismatch(expected: str, reply: str) -> str:
@@ -231,8 +249,9 @@ class LocustUpperClient:
         request_event,
         user=None,
         stall_threshold: float = 1.0,
+        ssl_context=None,
     ) -> None:
-        self.upper_client = UpperClient(host, port, timeout)
+        self.upper_client = UpperClient(host, port, timeout, ssl_context=ssl_context)
         self.stall_threshold = stall_threshold
         self._upper_line = self.upper_client.upper_line
         self._fire = request_event.fire
@@ -534,6 +553,10 @@ class TcpUser(User):
     """Seconds to wait for a connection, a reply or the server's close."""
     stall_threshold: float = 1.0
     """A request still waiting after this many seconds when the user is stopped is a failure."""
+    ssl_context_factory: Callable[[], ssl.SSLContext] | None = None
+    """For a ``tls://`` host: a function that returns the ``SSLContext`` to use instead of
+    the one the ``--tls-*`` options describe (called once per user class), as for
+    ``FastHttpUser``."""
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
@@ -544,6 +567,7 @@ class TcpUser(User):
             address = None  # reported once, at start; client.connect() stops this user
         self.address = address
         host, port = address or ("", 0)
+        context = tls_context(type(self), environment) if uses_tls(self.host) else None
         self.client = LocustUpperClient(
             host,
             port,
@@ -551,10 +575,37 @@ class TcpUser(User):
             environment.events.request,
             user=self,
             stall_threshold=self.stall_threshold,
+            ssl_context=context,
         )
 
     def on_stop(self) -> None:
         self.client.close()
+
+
+# -- TLS: one context per user class, from its factory or the --tls-* options ----
+
+_TLS_CONTEXTS: dict = {}
+
+
+def _tls_options(options, tls: bool = False) -> SimpleNamespace:
+    """The ``--tls-*`` options of a run (none when Locust runs as a library)."""
+    names = ("tls_cafile", "tls_insecure", "tls_client_cert", "tls_client_key")
+    values = {name: getattr(options, name, None) for name in names}
+    return SimpleNamespace(tls=tls, **values)
+
+
+def tls_context(user_class, environment) -> ssl.SSLContext:
+    """The context for ``user_class``'s ``tls://`` connections, made once per class."""
+    context = _TLS_CONTEXTS.get(user_class)
+    if context is None:
+        factory = user_class.ssl_context_factory  # a plain function: not bound to the user
+        if factory is not None:
+            context = factory()
+        else:
+            options = _tls_options(environment.parsed_options, tls=True)
+            context = client_context_from(options, **TLS_OPTIONS, warn=log.warning)
+        _TLS_CONTEXTS[user_class] = context
+    return context
 
 
 # -- a malformed host is one clear error at start, not a stream of failures ----
@@ -589,8 +640,13 @@ def _check_host_with_the_options(parser, **_kwargs) -> None:
                 parse_host(host)
             except HostError as exc:
                 parser.error(f"argument -H/--host: {exc}")
+        try:
+            client_context_from(_tls_options(options), **TLS_OPTIONS)
+        except TLSSetupError as exc:
+            parser.error(f"TLS: {exc}")
         return options
 
+    add_client_tls_options(parser, **TLS_OPTIONS, include_in_web_ui=True)
     parser.parse_args = parse_and_check_host
     _die_with_the_parent_after_fork()
 

@@ -100,9 +100,12 @@ def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Nam
             parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
 
 
-def add_client_tls_options(parser, *, prefix: str = "", **extra) -> None:
+def add_client_tls_options(parser, *, prefix: str = "", cert_prefix: str = "", **extra) -> None:
     """The client side's TLS options: ``--tls``, ``--cafile``, ``--insecure``, ``--cert``,
-    ``--key``, each named ``--{prefix}NAME`` (Locust's are ``--tls-cafile`` ...).
+    ``--key``, named ``--{prefix}cafile``, ``--{prefix}insecure``, ``--{prefix}{cert_prefix}cert``
+    and ``--{prefix}{cert_prefix}key`` (Locust's are ``--tls-cafile``, ``--tls-insecure``,
+    ``--tls-client-cert``, ``--tls-client-key``: Locust's own ``--tls-cert``/``--tls-key``
+    serve its web UI). ``--tls`` exists only without a prefix.
 
     ``extra`` goes to every ``add_argument`` (Locust's ``include_in_web_ui``).
     ``upper_client.tls.client_context_from`` turns the parsed values into a context.
@@ -113,27 +116,28 @@ def add_client_tls_options(parser, *, prefix: str = "", **extra) -> None:
             action="store_true",
             help="connect with TLS, verifying the server against the system's trust store",
         )
+    implied = "" if prefix else " (implies --tls)"
     parser.add_argument(
         f"--{prefix}cafile",
         metavar="FILE",
-        help="with TLS, trust the CA certificate(s) in this PEM file"
-        + (" (implies --tls)" if not prefix else ""),
+        help=f"with TLS, trust the CA certificate(s) in this PEM file{implied}",
         **extra,
     )
     parser.add_argument(
         f"--{prefix}insecure",
         action="store_true",
-        help="with TLS, do not verify the server's certificate (a warning says so)",
+        help=f"with TLS, do not verify the server's certificate (a warning says so){implied}",
         **extra,
     )
     parser.add_argument(
-        f"--{prefix}cert",
+        f"--{prefix}{cert_prefix}cert",
         metavar="FILE",
-        help="with TLS, present this client certificate (PEM; needs its key)",
+        help=f"with TLS, present this client certificate (PEM, with its key or --{prefix}"
+        f"{cert_prefix}key){implied}",
         **extra,
     )
     parser.add_argument(
-        f"--{prefix}key",
+        f"--{prefix}{cert_prefix}key",
         metavar="FILE",
         help="the private key of the client certificate, if not in its file",
         **extra,

@@ -275,8 +275,14 @@ class UpperClient:
         sock = self._require_socket()
         sock.settimeout(0.0)
         try:
-            return sock.recv(1, socket.MSG_PEEK) == b""
-        except (BlockingIOError, InterruptedError):
+            if self.ssl_context is None:
+                return sock.recv(1, socket.MSG_PEEK) == b""
+            # TLS cannot peek, and a close begins with close_notify, which only a read
+            # decodes; bytes that came instead are kept for the next read.
+            data = sock.recv(_LINE_RECV_SIZE)
+            self._buffer += data
+            return data == b""
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False  # open, and quiet
         except OSError:
             return True  # reset

@@ -66,15 +66,18 @@ def client_context(
     return context
 
 
-def client_context_from(args, *, prefix: str = "", warn=None) -> ssl.SSLContext | None:
-    """The context the options of ``upper_cli.options.add_client_tls_options`` ask for, or
-    ``None`` for plaintext. Any of them but ``--key`` alone turns TLS on; ``--insecure``
-    calls ``warn`` with a warning for the user."""
+def client_context_from(
+    args, *, prefix: str = "", cert_prefix: str = "", warn=None
+) -> ssl.SSLContext | None:
+    """The context the options of ``upper_cli.options.add_client_tls_options`` ask for (the
+    same ``prefix`` and ``cert_prefix``), or ``None`` for plaintext. Any of them turns TLS
+    on; ``--insecure`` calls ``warn`` with a warning for the user."""
     option = prefix.replace("-", "_")
+    cert_option = option + cert_prefix.replace("-", "_")
     cafile = getattr(args, f"{option}cafile")
     insecure = getattr(args, f"{option}insecure")
-    cert = getattr(args, f"{option}cert")
-    key = getattr(args, f"{option}key")
+    cert = getattr(args, f"{cert_option}cert")
+    key = getattr(args, f"{cert_option}key")
     if not (getattr(args, "tls", False) or cafile or insecure or cert or key):
         return None
     if insecure and warn is not None:
