@@ -76,9 +76,10 @@ def server_context(cert: str, key: str | None = None, client_ca: str | None = No
         if "KEY_VALUES_MISMATCH" in str(exc):
             what = f"the key in {key or cert} does not match the certificate {cert}"
         else:
+            detail = "" if exc.reason in (None, "PEM lib") else f" ({_reason(exc)})"
             what = (
                 f"cannot use {cert}" + (f" with {key}" if key else "") + ": it needs a PEM "
-                f"certificate and its private key ({_reason(exc)})"
+                f"certificate and its private key{detail}"
             )
         raise TLSSetupError(what) from None
     if client_ca is not None:
