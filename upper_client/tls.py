@@ -128,7 +128,7 @@ def session_failure(exc: OSError) -> str | None:
     reason = _reason(exc)
     if "certificate required" in reason:
         return f"the server requires a client certificate (--cert, --key): {reason}"
-    if "alert" in reason and "certificate" in reason:
+    if "alert" in reason and ("certificate" in reason or "unknown ca" in reason):
         return f"the server refused the client certificate: {reason}"
     return f"TLS error: {reason}"
 

@@ -44,6 +44,8 @@ _NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_RECORD", "UNEXPE
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"client certificate refused: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or exc.strerror or str(exc)
         if reason in _NOT_TLS:
