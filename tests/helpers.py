@@ -79,37 +79,42 @@ def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int
 
 
 def send_while_reading(sock: socket.socket, payload: bytes, timeout: float) -> bytes:
-    """Send all of ``payload`` while reading everything until the server closes, in one
-    thread (an ``SSLSocket`` cannot be written by one thread while another reads it)."""
+    """Send all of ``payload`` while reading everything until the server's end of stream,
+    in one thread (an ``SSLSocket`` cannot be written by one thread while another reads
+    it); what the server sent is returned. Sending goes on after that end: a server that
+    resets instead of draining fails here (``ConnectionResetError``, ``BrokenPipeError``)."""
     not_now = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
     view = memoryview(payload)
     received = bytearray()
+    ended = False
     sock.setblocking(False)
     deadline = time.monotonic() + timeout
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-            while True:
+            while view or not ended:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"not closed within {timeout}s ({len(received)} bytes)")
+                    raise TimeoutError(f"not done within {timeout}s ({len(received)} bytes)")
                 selector.select(remaining)
                 if view:
                     try:
                         view = view[sock.send(view[: 1 << 16]) :]
                     except not_now:
                         pass
-                    except BrokenPipeError:
-                        view = view[:0]  # the server closed: the rest was never wanted
-                    if not view:
-                        selector.modify(sock, selectors.EVENT_READ)
-                while True:
+                while not ended:
                     try:
                         chunk = sock.recv(1 << 20)
                     except not_now:
                         break
                     if not chunk:
-                        return bytes(received)
+                        ended = True
                     received += chunk
+                wanted = (selectors.EVENT_READ if not ended else 0) | (
+                    selectors.EVENT_WRITE if view else 0
+                )
+                if wanted:
+                    selector.modify(sock, wanted)
+            return bytes(received)
     finally:
         sock.settimeout(timeout)
