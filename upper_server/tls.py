@@ -130,6 +130,8 @@ class TLSConnection(Connection):
     def _handshake(self) -> None:
         tls = self.tls
         wait = switch_to_hub(self.server.hub)
+        buffer = self.server.receive_buffer  # shared: copied into the BIO before any switch
+        received = memoryview(buffer)
         watch(self._watcher, READ, self.greenlet.switch)
         self.state = State.HANDSHAKING
         try:
@@ -146,13 +148,13 @@ class TLSConnection(Connection):
                 while True:
                     wait()
                     try:
-                        data = self.sock.recv(RECV_SIZE)
+                        size = self.sock.recv_into(buffer)
                     except BlockingIOError:
                         continue
                     break
-                if not data:
+                if not size:
                     raise HandshakeFailed("the peer closed the connection")
-                self._incoming.write(data)
+                self._incoming.write(received[:size])
             self._flush_handshake()
         except Interrupted as why:
             if why.action is Action.CLOSE:
@@ -169,7 +171,8 @@ class TLSConnection(Connection):
                 self.state = State.RUNNING
         self._secure = True
         self.active_at = self.server.loop.now()
-        log.debug("%s: TLS %s, %s", self.peer, tls.version(), tls.cipher()[0])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: TLS %s, %s", self.peer, tls.version(), tls.cipher()[0])
 
     def _flush_handshake(self) -> None:
         """Send what the handshake wrote, waiting (still ``HANDSHAKING``) if the socket is full."""
