@@ -38,12 +38,12 @@ def client_context(
     """
     try:
         context = ssl.create_default_context(cafile=cafile)
-    except FileNotFoundError as exc:
-        raise TLSSetupError(f"CA file {cafile}: {exc.strerror}") from None
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
         raise TLSSetupError(
             f"CA file {cafile}: not a PEM CA certificate ({_reason(exc)})"
         ) from None
+    except OSError as exc:
+        raise TLSSetupError(f"CA file {cafile}: {exc.strerror or exc}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
         context.check_hostname = False
