@@ -58,10 +58,16 @@ def client_context(
                 f"client certificate {exc.filename or cert}: {exc.strerror}"
             ) from None
         except (OSError, ssl.SSLError) as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                why = "the key does not match the certificate"
+            elif isinstance(exc, ssl.SSLError):
+                why = "it needs a PEM certificate and its private key (--key if not in it)"
+            else:
+                why = _reason(exc)
             raise TLSSetupError(
                 f"cannot use the client certificate {cert}"
                 + (f" with the key {key}" if key else "")
-                + f": {_reason(exc)}"
+                + f": {why}"
             ) from None
     return context
 
