@@ -19,6 +19,10 @@ _NOT_TLS = {
 }
 
 
+_MISMATCH = {"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"}
+"""OpenSSL's reasons for a key that is not the certificate's (another type: not assigned)."""
+
+
 class TLSSetupError(ConnectError):
     """A CA, certificate or key file given to the client cannot be used."""
 
@@ -58,7 +62,7 @@ def client_context(
                 f"client certificate {exc.filename or cert}: {exc.strerror}"
             ) from None
         except (OSError, ssl.SSLError) as exc:
-            if "KEY_VALUES_MISMATCH" in str(exc):
+            if getattr(exc, "reason", None) in _MISMATCH:
                 why = "the key does not match the certificate"
             elif isinstance(exc, ssl.SSLError):
                 why = "it needs a PEM certificate and its private key (--key if not in it)"

@@ -40,6 +40,8 @@ class TLSSetupError(Exception):
     """The server's certificate, key or client CA cannot be used (a one-line message)."""
 
 
+_MISMATCH = {"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"}
+"""OpenSSL's reasons for a key that is not the certificate's (another type: not assigned)."""
 _NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_RECORD", "UNEXPECTED_MESSAGE"}
 
 
@@ -75,7 +77,7 @@ def server_context(cert: str, key: str | None = None, client_ca: str | None = No
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc):
+        if exc.reason in _MISMATCH:
             what = f"the key in {key or cert} does not match the certificate {cert}"
         else:
             detail = "" if exc.reason in (None, "PEM lib") else f" ({_reason(exc)})"
