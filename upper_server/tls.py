@@ -248,12 +248,13 @@ class TLSConnection(Connection):
         """
         session = self.session
         stats = self.server.stats
-        tls_read = self.tls.read
+        tls = self.tls
+        incoming = self._incoming
         while True:
             try:
-                data = tls_read(RECV_SIZE)
+                data = tls.read(RECV_SIZE)
             except ssl.SSLWantReadError:
-                break
+                break  # a record not whole yet
             if not data:
                 # close_notify (the SSLObject returns b"" for it): the client's clean end
                 # of input.
@@ -268,6 +269,10 @@ class TLSConnection(Connection):
                 stats.lines_out += reply.count(b"\n")
             if session.ended:
                 return True
+            # Nothing left to decrypt: stop here rather than pay for the SSLWantReadError
+            # another read would raise (OpenSSL takes one record at a time from the BIO).
+            if not incoming.pending and not tls.pending():
+                break
         if self._outgoing.pending:
             self._send_rest(self._outgoing.read(), 0)  # e.g. the answer to a KeyUpdate
         return False
