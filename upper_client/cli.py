@@ -55,10 +55,8 @@ def send_messages(client: UpperClient, messages: list[str]) -> int:
             client.disconnect()
             unsent = len(messages) - position - 1
             if unsent:
-                print(
-                    f"{PROG}: DESCONEXION ended the session; {unsent} message(s) not sent",
-                    file=sys.stderr,
-                )
+                print(f"{PROG}: DESCONEXION ended the session; {unsent} message(s) not sent",
+                      file=sys.stderr)
             return 0
         write_line(client.upper(message))
     client.disconnect()
