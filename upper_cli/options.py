@@ -73,8 +73,9 @@ def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowe
         parser.error(f"{source}: {exc}")
 
 
-def add_server_tls_options(parser: argparse.ArgumentParser) -> None:
-    """The server's ``--tls-*`` options (checked by ``check_server_tls_options``)."""
+def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: float) -> None:
+    """The server's ``--tls-*`` options (checked by ``check_server_tls_options``);
+    ``handshake_timeout`` is the default of ``--tls-handshake-timeout``."""
     group = parser.add_argument_group("TLS (the port then speaks TLS only)")
     group.add_argument(
         "--tls-cert", metavar="FILE", help="PEM certificate chain; its key may be in it too"
@@ -88,7 +89,7 @@ def add_server_tls_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tls-handshake-timeout",
         type=number(float, above=True, what="timeout"),
-        default=10.0,
+        default=handshake_timeout,
         metavar="SECONDS",
         help="a TLS handshake not done this long after the accept fails (default: %(default)s)",
     )

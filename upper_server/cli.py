@@ -32,7 +32,7 @@ from upper_server.server import (
     UpperServer,
 )
 from upper_server.serving import serve_until_signalled
-from upper_server.tls import TLSSetupError, server_context
+from upper_server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSSetupError, server_context
 from upper_server.workers import Supervisor, can_fork, usable_cpus
 
 PROG = "upper_server"
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="log the server's counters this often; 0 turns it off (default: 0)",
     )
-    add_server_tls_options(parser)
+    add_server_tls_options(parser, DEFAULT_HANDSHAKE_TIMEOUT)
     return parser
 
 

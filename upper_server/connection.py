@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 64 * 1024
 """The server's one receive buffer (under glibc's mmap threshold)."""
 _DRAIN_SIZE = 256 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a TLS connection gets, from the accept, to complete its handshake."""
 
 
 class State(enum.Enum):
@@ -137,7 +139,7 @@ class Timeouts:
     idle: float
     linger: float
     hibernate_after: float
-    handshake: float = 10.0
+    handshake: float = DEFAULT_HANDSHAKE_TIMEOUT
     """A TLS handshake's whole allowance, from the accept (``HANDSHAKING`` makes no progress
     that counts: a peer sending one byte at a time must still finish in time)."""
 

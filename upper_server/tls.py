@@ -29,11 +29,18 @@ import logging
 import ssl
 
 from upper_gevent import READ, WRITE, switch_to_hub, watch
-from upper_server.connection import RECV_SIZE, Action, Connection, Interrupted, State
+from upper_server.connection import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    RECV_SIZE,
+    Action,
+    Connection,
+    Interrupted,
+    State,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "TLSConnection", "TLSSetupError", "server_context"]
 
 
 class TLSSetupError(Exception):
