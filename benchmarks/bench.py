@@ -25,7 +25,7 @@ server's (a row where neither is near 100 % was limited by something else,
 such as other processes on a shared machine), RSS per idle
 connection read ``--settle`` seconds (default 5) after the last reply, errors.
 
-Load 6, ping-pong over TLS, gives every TLS-capable server (``upper`` and the
+Loads 6 and 7, ping-pong and idle memory over TLS, give every TLS-capable server (``upper`` and the
 asyncio/uvloop peers, with their framework's own ``ssl=`` transport) a test
 certificate made for the run (trustme), and drives it with the native driver's
 OpenSSL build (``--tls-cafile``: the certificate is verified, every reply
@@ -98,6 +98,9 @@ LOADS = [
           "--ramp-timeout", "30"), 2.0, warmup=0.0, idle=True, settle=DEFAULT_SETTLE),
     Load("pingpong-tls", "6. ping-pong over TLS: 50 conns, one 16 B line in flight",
          ("--mode", "pingpong", "--connections", "50", "--line-size", "16"), 4.0, tls=True),
+    Load("idle-tls", "7. idle memory over TLS: 10,000 idle conns",
+         ("--mode", "idle", "--connections", "10000", "--connect-rate", "5000",
+          "--ramp-timeout", "30"), 2.0, warmup=0.0, idle=True, settle=DEFAULT_SETTLE, tls=True),
 ]
 HOLD_19K = Load("hold19k", "19,000 concurrent connections in one process",
                 ("--mode", "idle", "--connections", "19000", "--connect-rate", "5000",
