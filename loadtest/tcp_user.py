@@ -646,7 +646,7 @@ def _check_host_with_the_options(parser, **_kwargs) -> None:
             parser.error(f"TLS: {exc}")
         return options
 
-    add_client_tls_options(parser, **TLS_OPTIONS, include_in_web_ui=True)
+    add_client_tls_options(parser, **TLS_OPTIONS, sentences=True, include_in_web_ui=True)
     parser.parse_args = parse_and_check_host
     _die_with_the_parent_after_fork()
 

@@ -66,6 +66,13 @@ def test_the_options_labels_are_plain_sentences(web_ui):
     assert "%(default)s" not in page and "(default:" not in page
 
 
+def test_the_tls_options_are_in_the_form(web_ui):
+    page = get(web_ui + "/")
+    for dest in ("tls_cafile", "tls_insecure", "tls_client_cert", "tls_client_key"):
+        assert f'"{dest}"' in page, dest
+    assert "With TLS, trust the CA certificate(s) in this PEM file" in page
+
+
 def test_an_invalid_value_typed_in_the_form_stops_the_run_and_says_why(web_ui, server):
     post(
         web_ui + "/swarm",

@@ -101,16 +101,23 @@ def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Nam
             parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
 
 
-def add_client_tls_options(parser, *, prefix: str = "", cert_prefix: str = "", **extra) -> None:
+def add_client_tls_options(
+    parser, *, prefix: str = "", cert_prefix: str = "", sentences: bool = False, **extra
+) -> None:
     """The client side's TLS options: ``--tls``, ``--cafile``, ``--insecure``, ``--cert``,
     ``--key``, named ``--{prefix}cafile``, ``--{prefix}insecure``, ``--{prefix}{cert_prefix}cert``
     and ``--{prefix}{cert_prefix}key`` (Locust's are ``--tls-cafile``, ``--tls-insecure``,
     ``--tls-client-cert``, ``--tls-client-key``: Locust's own ``--tls-cert``/``--tls-key``
     serve its web UI). ``--tls`` exists only without a prefix.
 
-    ``extra`` goes to every ``add_argument`` (Locust's ``include_in_web_ui``).
+    ``extra`` goes to every ``add_argument`` (Locust's ``include_in_web_ui``);
+    ``sentences`` capitalizes the help texts (labels in Locust's web UI).
     ``upper_client.tls.client_context_from`` turns the parsed values into a context.
     """
+
+    def say(text: str) -> str:
+        return text[:1].upper() + text[1:] if sentences else text
+
     if not prefix:
         parser.add_argument(
             "--tls",
@@ -121,25 +128,27 @@ def add_client_tls_options(parser, *, prefix: str = "", cert_prefix: str = "", *
     parser.add_argument(
         f"--{prefix}cafile",
         metavar="FILE",
-        help=f"with TLS, trust the CA certificate(s) in this PEM file{implied}",
+        help=say(f"with TLS, trust the CA certificate(s) in this PEM file{implied}"),
         **extra,
     )
     parser.add_argument(
         f"--{prefix}insecure",
         action="store_true",
-        help=f"with TLS, do not verify the server's certificate (a warning says so){implied}",
+        help=say(f"with TLS, do not verify the server's certificate (a warning says so){implied}"),
         **extra,
     )
     parser.add_argument(
         f"--{prefix}{cert_prefix}cert",
         metavar="FILE",
-        help=f"with TLS, present this client certificate (PEM, with its key or --{prefix}"
-        f"{cert_prefix}key){implied}",
+        help=say(
+            f"with TLS, present this client certificate (PEM, with its key or --{prefix}"
+            f"{cert_prefix}key){implied}"
+        ),
         **extra,
     )
     parser.add_argument(
         f"--{prefix}{cert_prefix}key",
         metavar="FILE",
-        help="the private key of the client certificate, if not in its file",
+        help=say("the private key of the client certificate, if not in its file"),
         **extra,
     )
