@@ -928,6 +928,22 @@ def test_tls_interactive_session(tls_server, certificates, terminal):
     assert "Traceback" not in stderr
 
 
+def test_tls_interactive_notices_at_once_that_the_server_has_gone(
+    start_server, certificates, terminal
+):
+    # Its close begins with close_notify, which cannot be peeked at: the watcher reads it.
+    server = start_server("--log-level", "warning", *certificates.server_args())
+    term = terminal(server.port, "--cafile", str(certificates.ca))
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    assert server.stop() == 0
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{server.port}", "closed the connection")
+
+
 def test_tls_verification_failure_says_why_and_suggests_cafile(tls_server):
     result = run_client(tls_server.port, "--tls", "hola")
     assert result.returncode == 1

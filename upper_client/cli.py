@@ -75,7 +75,11 @@ def interactive(client: UpperClient) -> int:
         pass
     key = end_of_input_key()
     print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
-    watch = ServerWatch(client._require_socket(), lambda: server_gone_unattended(client, watch))
+    watch = ServerWatch(
+        client._require_socket(),
+        lambda: server_gone_unattended(client, watch),
+        keep=client._buffer.extend,  # over TLS: bytes the watcher had to read to see a close
+    )
     with watch:
         while True:
             try:
