@@ -78,7 +78,7 @@ def parse_host(host: str | None) -> tuple[str, int]:
         if scheme.lower() not in SCHEMES:
             raise HostError(
                 f"invalid host {text!r}: the scheme must be tcp:// or tls:// "
-                f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
+                f"(use tcp://HOST:PORT, tls://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
             )
     try:
         return parse_address(address.removesuffix("/"))
@@ -239,7 +239,15 @@ class LocustUpperClient:
     never answers fails the run even when it stops before ``timeout``.
     """
 
-    __slots__ = ("upper_client", "stall_threshold", "_upper_line", "_fire", "_context", "_user")
+    __slots__ = (
+        "upper_client",
+        "stall_threshold",
+        "unusable",
+        "_upper_line",
+        "_fire",
+        "_context",
+        "_user",
+    )
 
     def __init__(
         self,
@@ -253,6 +261,9 @@ class LocustUpperClient:
     ) -> None:
         self.upper_client = UpperClient(host, port, timeout, ssl_context=ssl_context)
         self.stall_threshold = stall_threshold
+        self.unusable: Exception | None = None
+        """Why no connection can be made (a TLS file typed into the web UI that cannot be
+        used): every ``connect`` is then a failure with this reason."""
         self._upper_line = self.upper_client.upper_line
         self._fire = request_event.fire
         self._user = user
@@ -316,6 +327,8 @@ class LocustUpperClient:
             client.close()
         if self._user is not None:
             self._context = self._user.context()
+        if self.unusable is not None:
+            return self._record(name, 0.0, 0, self.unusable)
         started = perf_counter()
         try:
             client.connect()
@@ -567,7 +580,12 @@ class TcpUser(User):
             address = None  # reported once, at start; client.connect() stops this user
         self.address = address
         host, port = address or ("", 0)
-        context = tls_context(type(self), environment) if uses_tls(self.host) else None
+        context = unusable = None
+        if uses_tls(self.host):
+            try:
+                context = tls_context(type(self), environment)
+            except TLSSetupError as exc:  # typed into the web UI: the command line checks it
+                unusable = exc
         self.client = LocustUpperClient(
             host,
             port,
@@ -577,6 +595,7 @@ class TcpUser(User):
             stall_threshold=self.stall_threshold,
             ssl_context=context,
         )
+        self.client.unusable = unusable
 
     def on_stop(self) -> None:
         self.client.close()
@@ -595,16 +614,19 @@ def _tls_options(options, tls: bool = False) -> SimpleNamespace:
 
 
 def tls_context(user_class, environment) -> ssl.SSLContext:
-    """The context for ``user_class``'s ``tls://`` connections, made once per class."""
-    context = _TLS_CONTEXTS.get(user_class)
+    """The context for ``user_class``'s ``tls://`` connections, made once per class and set
+    of options (a run started from the web UI may change them); ``TLSSetupError`` if a
+    file cannot be used."""
+    options = _tls_options(environment.parsed_options, tls=True)
+    key = (user_class, tuple(sorted(vars(options).items())))
+    context = _TLS_CONTEXTS.get(key)
     if context is None:
         factory = user_class.ssl_context_factory  # a plain function: not bound to the user
         if factory is not None:
             context = factory()
         else:
-            options = _tls_options(environment.parsed_options, tls=True)
             context = client_context_from(options, **TLS_OPTIONS, warn=log.warning)
-        _TLS_CONTEXTS[user_class] = context
+        _TLS_CONTEXTS[key] = context
     return context
 
 
