@@ -17,6 +17,8 @@ import logging
 import sys
 
 from upper_cli.options import add_address_options, number, resolve_port
+from upper_server import systemd
+from upper_server.handover import Handover
 from upper_server.limits import raise_open_file_limit
 from upper_server.listener import ListenError, addresses_text, open_listeners
 from upper_server.server import (
@@ -24,8 +26,15 @@ from upper_server.server import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     UpperServer,
 )
-from upper_server.serving import serve_until_signalled
-from upper_server.workers import Supervisor, can_fork, usable_cpus
+from upper_server.serving import Outcome, serve_until_signalled
+from upper_server.workers import (
+    Supervisor,
+    can_fork,
+    inherited,
+    run_worker,
+    usable_cpus,
+    worker_command,
+)
 
 PROG = "upper_server"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -69,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(int),
         default=1,
         metavar="N",
-        help="pre-forked worker processes sharing the port; 0 means one per CPU (default: 1)",
+        help="worker processes sharing the port; 0 means one per CPU (default: 1)",
     )
     parser.add_argument(
         "--stats-interval",
@@ -89,7 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.workers = usable_cpus()
     if args.workers > 1 and not can_fork():
         parser.error(
-            f"argument --workers: pre-forked workers need fork(), which {sys.platform} "
+            f"argument --workers: worker processes need fork(), which {sys.platform} "
             "does not have; use --workers 1 (for more cores, run one server per port "
             "behind a balancer)"
         )
@@ -112,23 +121,39 @@ def make_server(listeners, args) -> UpperServer:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
     raise_open_file_limit()
-    try:
-        listeners = open_listeners(args.host, args.port, UpperServer.backlog)
-    except ListenError as exc:
-        return fail(str(exc))
+    inheritance = inherited()
+    if inheritance is not None:
+        return run_worker(make_server(inheritance.listeners, args), inheritance)
+    listeners = systemd.activated_listeners()
+    if not listeners:
+        try:
+            listeners = open_listeners(args.host, args.port, UpperServer.backlog)
+        except ListenError as exc:
+            return fail(str(exc))
     addresses = addresses_text(listeners)
+
+    def ready() -> None:
+        announce(addresses)
+        systemd.notify("READY=1")
+
+    command = worker_command(argv)
     if args.workers > 1:
-        supervisor = Supervisor(
-            listeners, args.workers, lambda: make_server(listeners, args), args.shutdown_timeout
-        )
-        return supervisor.run(on_ready=lambda: announce(addresses))
-    serve_until_signalled(make_server(listeners, args), on_ready=lambda: announce(addresses))
+        supervisor = Supervisor(listeners, args.workers, command, args.shutdown_timeout)
+        return supervisor.run(on_ready=ready)
+    handover = Handover(listeners, command) if can_fork() else None
+    outcome = serve_until_signalled(make_server(listeners, args), ready, on_reload=handover)
+    if outcome is Outcome.HANDED_OVER:
+        supervisor = Supervisor(handover.listeners, 1, command, args.shutdown_timeout)
+        return supervisor.run(adopt=handover.worker, pending=handover.pending)
+    if handover is not None:
+        handover.wait_for_abandoned()
     return 0
 
 

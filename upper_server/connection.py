@@ -102,15 +102,15 @@ _COLUMNS = (
 )
 _ROWS = {  # fmt: skip
     # state            STOP                    IDLE_TIMEOUT  HIBERNATE     LINGER_END    FORCE_CLOSE
-    State.STARTING:    (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
-    State.RUNNING:     (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
-    State.READING:     (A.FINISH,              A.CLOSE_IDLE, A.HIBERNATE,  A.IGNORE,     A.ABORT),
+    State.STARTING: (A.FINISH_AFTER_REPLY, A.IGNORE, A.IGNORE, A.IGNORE, A.ABORT),
+    State.RUNNING: (A.FINISH_AFTER_REPLY, A.IGNORE, A.IGNORE, A.IGNORE, A.ABORT),
+    State.READING: (A.FINISH, A.CLOSE_IDLE, A.HIBERNATE, A.IGNORE, A.ABORT),
     # Never cut a reply short on STOP; a client that stops reading is dropped.
-    State.SENDING:     (A.FINISH_AFTER_REPLY,  A.DROP,       A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.SENDING: (A.FINISH_AFTER_REPLY, A.DROP, A.IGNORE, A.IGNORE, A.ABORT),
     # Every reply is out: the linger alone bounds this state, during a shutdown too.
-    State.DRAINING:    (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.END_LINGER, A.ABORT),
-    State.HIBERNATING: (A.FINISH,              A.CLOSE_IDLE, A.IGNORE,     A.IGNORE,     A.ABORT),
-    State.CLOSED:      (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE),
+    State.DRAINING: (A.IGNORE, A.IGNORE, A.IGNORE, A.END_LINGER, A.ABORT),
+    State.HIBERNATING: (A.FINISH, A.CLOSE_IDLE, A.IGNORE, A.IGNORE, A.ABORT),
+    State.CLOSED: (A.IGNORE, A.IGNORE, A.IGNORE, A.IGNORE, A.IGNORE),
 }
 TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
     state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()

@@ -114,6 +114,19 @@ class UpperServer:
         for acceptor in self.acceptors:
             acceptor.close()
 
+    def drain(self, interrupted: Event | None = None) -> None:
+        """Stop accepting, let the sessions end on their own, then ``stop()``.
+
+        The sessions get ``shutdown_timeout`` (or until ``interrupted`` is set)
+        to end as their clients end them; those still open then get what
+        ``stop()`` gives them. This is how a replaced worker leaves: a reload
+        ends no session that finishes within the shutdown timeout.
+        """
+        self.close()
+        waits = [self._all_closed] if interrupted is None else [self._all_closed, interrupted]
+        gevent.wait(waits, count=1, timeout=self.shutdown_timeout)
+        self.stop()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let every connection finish cleanly, force-close stragglers."""
         if timeout is None:
