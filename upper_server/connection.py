@@ -102,15 +102,15 @@ _COLUMNS = (
 )
 _ROWS = {  # fmt: skip
     # state            STOP                    IDLE_TIMEOUT  HIBERNATE     LINGER_END    FORCE_CLOSE
-    State.STARTING: (A.FINISH_AFTER_REPLY, A.IGNORE, A.IGNORE, A.IGNORE, A.ABORT),
-    State.RUNNING: (A.FINISH_AFTER_REPLY, A.IGNORE, A.IGNORE, A.IGNORE, A.ABORT),
-    State.READING: (A.FINISH, A.CLOSE_IDLE, A.HIBERNATE, A.IGNORE, A.ABORT),
+    State.STARTING:    (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.RUNNING:     (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.READING:     (A.FINISH,              A.CLOSE_IDLE, A.HIBERNATE,  A.IGNORE,     A.ABORT),
     # Never cut a reply short on STOP; a client that stops reading is dropped.
-    State.SENDING: (A.FINISH_AFTER_REPLY, A.DROP, A.IGNORE, A.IGNORE, A.ABORT),
+    State.SENDING:     (A.FINISH_AFTER_REPLY,  A.DROP,       A.IGNORE,     A.IGNORE,     A.ABORT),
     # Every reply is out: the linger alone bounds this state, during a shutdown too.
-    State.DRAINING: (A.IGNORE, A.IGNORE, A.IGNORE, A.END_LINGER, A.ABORT),
-    State.HIBERNATING: (A.FINISH, A.CLOSE_IDLE, A.IGNORE, A.IGNORE, A.ABORT),
-    State.CLOSED: (A.IGNORE, A.IGNORE, A.IGNORE, A.IGNORE, A.IGNORE),
+    State.DRAINING:    (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.END_LINGER, A.ABORT),
+    State.HIBERNATING: (A.FINISH,              A.CLOSE_IDLE, A.IGNORE,     A.IGNORE,     A.ABORT),
+    State.CLOSED:      (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE),
 }
 TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
     state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()
@@ -165,6 +165,7 @@ class Connection:
         "greenlet",
         "state",
         "active_at",
+        "opened_at",
         "finish_pending",
         "_watcher",
     )
@@ -176,7 +177,7 @@ class Connection:
         self.session = UpperSession()
         self.greenlet = None
         self.state = State.STARTING
-        self.active_at = server.loop.now()
+        self.active_at = self.opened_at = server.loop.now()
         """When a byte last moved either way (``DRAINING``: when our FIN left)."""
         self.finish_pending = server.stopping
         """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
