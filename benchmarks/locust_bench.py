@@ -1,24 +1,23 @@
 """How many verified messages per second one Locust process drives.
 
-    python -m benchmarks.locust_bench [--runs 3] [--users 50] [--duration 30]
+    python -m benchmarks.locust_bench [--runs 3] [--users 50] [--duration 30] [--pipeline-depth 1]
 
 Starts the project's server pinned to one CPU, then runs ``--runs`` headless
 Locust processes (``loadtest/locustfile.py``) one after the other, pinned to
 another CPU, with long connections so that the figure is about lines, not
 handshakes. For each run it prints the ``upper`` requests per second and the
-failures from Locust's own ``--csv`` report, the CPU used by Locust and by the
+failures from Locust's own final report (``--json``), the CPU used by Locust and by the
 server, and how much CPU the hypervisor took from this VM meanwhile (steal),
 which explains much of the spread between runs on a shared machine.
 """
 
 import argparse
-import csv
+import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,29 +42,30 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def upper_row(prefix: Path) -> dict:
-    with open(f"{prefix}_stats.csv", newline="") as report:
-        for row in csv.DictReader(report):
-            if row["Name"] == "upper":
-                return row
-    raise RuntimeError("the Locust report has no 'upper' row: no message was sent")
+def upper_entry(report: str) -> dict:
+    """The ``upper`` entry of the final statistics that ``locust --json`` prints last."""
+    start = report.find("[\n")
+    for entry in json.loads(report[start:]) if start != -1 else []:
+        if entry["name"] == "upper":
+            return entry
+    raise RuntimeError("the Locust report has no 'upper' entry: no message was sent")
 
 
-def run_locust(port: int, cpu: int, args, prefix: Path) -> dict:
+def run_locust(port: int, cpu: int, args) -> dict:
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "-u", str(args.users), "-r", str(args.users), "-t", f"{args.duration}s",
         "--host", f"tcp://127.0.0.1:{port}",
         "--messages-per-connection", str(args.messages_per_connection),
         "--message-size", str(args.message_size),
-        "--csv", str(prefix), "--only-summary",
+        "--pipeline-depth", str(args.pipeline_depth),
+        "--json", "--only-summary",
     ]  # fmt: skip
     cpu_before, steal_before, started = children_cpu_seconds(), steal_seconds(), time.monotonic()
     locust = subprocess.run(
         command,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         timeout=args.duration + RUN_GRACE,
         preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
@@ -73,13 +73,14 @@ def run_locust(port: int, cpu: int, args, prefix: Path) -> dict:
     wall = time.monotonic() - started
     if locust.returncode != 0:
         raise RuntimeError(f"locust exited {locust.returncode}: {locust.stderr[-2000:]}")
-    row = upper_row(prefix)
-    requests = int(row["Request Count"])
+    entry = upper_entry(locust.stdout)
+    requests = entry["num_requests"]
+    # Locust's own requests per second: over the time from the first request to the last.
     locust_cpu = children_cpu_seconds() - cpu_before
     return {
-        "rps": float(row["Requests/s"]),
+        "rps": requests / max(entry["last_request_timestamp"] - entry["start_time"], 1e-9),
         "requests": requests,
-        "failures": int(row["Failure Count"]),
+        "failures": entry["num_failures"],
         "locust_cpu_percent": 100 * locust_cpu / wall,
         "locust_us_per_message": 1e6 * locust_cpu / requests,
         "steal_percent": 100 * (steal_seconds() - steal_before) / (wall * os.cpu_count()),
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=int, default=30, help="seconds per run")
     parser.add_argument("--messages-per-connection", type=int, default=1000)
     parser.add_argument("--message-size", type=int, default=32)
+    parser.add_argument("--pipeline-depth", type=int, default=1, help="lines in flight per user")
     args = parser.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -106,27 +108,25 @@ def main(argv=None) -> int:
     print(
         f"server on CPU {server_cpu}, Locust on CPU {locust_cpu}: {args.users} users, "
         f"{args.messages_per_connection} lines of {args.message_size} B per connection, "
+        f"{args.pipeline_depth} in flight, "
         f"{args.duration} s per run\n"
     )
     print("| run | upper msg/s | failures | Locust CPU | Locust µs/msg | server CPU | steal |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     results = []
     try:
-        with tempfile.TemporaryDirectory() as workdir:
-            for run in range(1, args.runs + 1):
-                server_before = cpu_seconds(server_process)
-                result = run_locust(port, locust_cpu, args, Path(workdir) / f"run{run}")
-                server_percent = (
-                    100 * (cpu_seconds(server_process) - server_before) / result["wall"]
-                )
-                results.append(result)
-                print(
-                    f"| {run} | {result['rps']:,.0f} | {result['failures']} "
-                    f"| {result['locust_cpu_percent']:.0f} % "
-                    f"| {result['locust_us_per_message']:.1f} "
-                    f"| {server_percent:.0f} % | {result['steal_percent']:.1f} % |",
-                    flush=True,
-                )
+        for run in range(1, args.runs + 1):
+            server_before = cpu_seconds(server_process)
+            result = run_locust(port, locust_cpu, args)
+            server_percent = 100 * (cpu_seconds(server_process) - server_before) / result["wall"]
+            results.append(result)
+            print(
+                f"| {run} | {result['rps']:,.0f} | {result['failures']} "
+                f"| {result['locust_cpu_percent']:.0f} % "
+                f"| {result['locust_us_per_message']:.1f} "
+                f"| {server_percent:.0f} % | {result['steal_percent']:.1f} % |",
+                flush=True,
+            )
     finally:
         server.stop()
     rates = [result["rps"] for result in results]

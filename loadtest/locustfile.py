@@ -5,23 +5,29 @@
 
 Every simulated user repeats one cycle: connect (request ``connect``), send
 ``--messages-per-connection`` lines and check each reply is exactly their
-uppercase (request ``upper``), then ``DESCONEXION`` (request ``DESCONEXION``:
-the time until the server closes the connection).
+uppercase (request ``upper``; ``--pipeline-depth`` of them in flight at a time),
+then ``DESCONEXION`` (request ``DESCONEXION``: the time until the server closes
+the connection). A request still waiting when the test stops, for longer than
+``--stall-threshold``, is a failure.
 """
 
+import itertools
 import logging
 import random
 import sys
+from itertools import islice
 from pathlib import Path
 
 import gevent
 from locust import constant, events, task
+from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 try:
-    from loadtest.tcp_user import TcpUser
+    from loadtest.tcp_user import REQUEST_TYPE, TcpUser
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from loadtest.tcp_user import TcpUser
+    from loadtest.tcp_user import REQUEST_TYPE, TcpUser
 
 from upper_cli.options import number
 from upper_protocol import ends_session, uppercase
@@ -34,6 +40,8 @@ DEFAULTS = {
     "unicode": False,
     "think_time": 0.0,
     "socket_timeout": 5.0,
+    "pipeline_depth": 1,
+    "stall_threshold": 1.0,
 }
 POOL_SIZE = 64
 """Distinct messages per (size, unicode) pool; each user walks it from a random start."""
@@ -45,6 +53,8 @@ UNICODE_WORDS = ("canción", "ñandú", "straße")
 
 
 # -- options ------------------------------------------------------------------
+# Help texts are plain sentences: the web UI shows them as the labels of its fields,
+# next to the value (defaults are in docs/loadtest.md and in those fields).
 
 
 @events.init_command_line_parser.add_listener
@@ -53,32 +63,43 @@ def add_options(parser) -> None:
         "--messages-per-connection",
         type=number(int),
         default=DEFAULTS["messages_per_connection"],
-        help="lines each user sends on a connection before DESCONEXION (default: %(default)s)",
+        help="Lines each user sends on a connection before DESCONEXION",
     )
     parser.add_argument(
         "--message-size",
         type=number(int),
         default=DEFAULTS["message_size"],
-        help="bytes per line, not counting the newline (default: %(default)s)",
+        help="Bytes per line, not counting the newline",
     )
     parser.add_argument(
         "--unicode",
         action="store_true",
         default=DEFAULTS["unicode"],
-        help="mix non-ASCII words into the lines (canción, ñandú, straße)",
+        help="Mix non-ASCII words into the lines (canción, ñandú, straße)",
     )
     parser.add_argument(
         "--think-time",
         type=number(float),
         default=DEFAULTS["think_time"],
-        help="seconds a user pauses between lines (default: %(default)s)",
+        help="Seconds a user pauses before sending each line",
     )
     parser.add_argument(
         "--socket-timeout",
         type=number(float, above=True),
         default=DEFAULTS["socket_timeout"],
-        help="seconds to wait for a connection, a reply or the close after DESCONEXION "
-        "(default: %(default)s)",
+        help="Seconds to wait for a connection, a reply, or the close after DESCONEXION",
+    )
+    parser.add_argument(
+        "--pipeline-depth",
+        type=number(int, minimum=1),
+        default=DEFAULTS["pipeline_depth"],
+        help="Lines each user keeps in flight on its connection (1: one at a time)",
+    )
+    parser.add_argument(
+        "--stall-threshold",
+        type=number(float),
+        default=DEFAULTS["stall_threshold"],
+        help="Seconds after which a request still waiting when the test stops is a failure",
     )
 
 
@@ -91,21 +112,39 @@ def settings(environment) -> dict:
 def settings_errors(values: dict) -> list[str]:
     """Invalid values that reached us without argparse (typed into the web UI)."""
     errors = []
-    for key in ("messages_per_connection", "message_size", "think_time"):
+    for key in ("messages_per_connection", "message_size", "think_time", "stall_threshold"):
         if values[key] < 0:
             errors.append(f"--{key.replace('_', '-')} must be >= 0, not {values[key]}")
     if values["socket_timeout"] <= 0:
         errors.append(f"--socket-timeout must be > 0, not {values['socket_timeout']}")
+    if values["pipeline_depth"] < 1:
+        errors.append(f"--pipeline-depth must be >= 1, not {values['pipeline_depth']}")
     return errors
+
+
+class InvalidOption(Exception):
+    """A value typed into the web UI that the command line would have refused."""
 
 
 @events.test_start.add_listener
 def check_settings(environment, **_kwargs) -> None:
+    """Values typed into the web UI: each error is a failure of the run and a logged
+    error (the UI's Failures and Logs tabs), and the run stops; users send nothing."""
     runner = environment.runner
+    if runner is None or isinstance(runner, WorkerRunner):
+        return
     errors = settings_errors(settings(environment))
-    if errors and runner is not None:
-        for error in errors:
-            log.error("%s; stopping the test", error)
+    for error in errors:
+        log.error("%s; stopping the test", error)
+        environment.events.request.fire(
+            request_type=REQUEST_TYPE,
+            name="options",
+            response_time=0,
+            response_length=0,
+            exception=InvalidOption(error),
+            context={},
+        )
+    if errors:
         gevent.spawn_later(0.1, runner.stop)
 
 
@@ -162,12 +201,19 @@ class UpperUser(TcpUser):
     def __init__(self, environment) -> None:
         super().__init__(environment)
         values = settings(environment)
-        if settings_errors(values):
-            values = DEFAULTS  # the run is being stopped (check_settings); stay harmless
+        self.invalid = bool(settings_errors(values))
+        if self.invalid:
+            values = DEFAULTS  # the run is being stopped (check_settings); this user sends nothing
         self.client.timeout = values["socket_timeout"]
+        self.client.stall_threshold = values["stall_threshold"]
         self.messages_per_connection = values["messages_per_connection"]
         self.think_time = values["think_time"]
+        self.pipeline_depth = values["pipeline_depth"]
         self.pool = message_pool(values["message_size"], values["unicode"])
+
+    def on_start(self) -> None:
+        if self.invalid:
+            raise StopUser()
 
     @task
     def cycle(self) -> None:
@@ -175,15 +221,33 @@ class UpperUser(TcpUser):
         if not client.connect():
             gevent.sleep(RECONNECT_PAUSE)
             return
+        start = random.randrange(POOL_SIZE)
+        if self.pipeline_depth > 1:
+            lines = islice(itertools.cycle(self.pool), start, start + self.messages_per_connection)
+            if self.think_time:
+                lines = self.paced(lines)
+            if not client.pipeline(lines, self.pipeline_depth):
+                return  # the connection was lost: counted; the next cycle reconnects
+        elif not self.one_at_a_time(start):
+            return
+        client.disconnect()
+
+    def one_at_a_time(self, index: int) -> bool:
+        """Each line's reply before the next line; False when the connection was lost."""
+        client = self.client
         upper_line = client.upper_line
         pool = self.pool
         think_time = self.think_time
-        index = random.randrange(len(pool))
         for _ in range(self.messages_per_connection):
-            line, expected = pool[index]
-            if not upper_line(line, expected) and not client.connected:
-                return  # timed out or reset: counted; the next cycle reconnects
-            index = (index + 1) % POOL_SIZE
             if think_time:
                 gevent.sleep(think_time)
-        client.disconnect()
+            line, expected = pool[index]
+            if not upper_line(line, expected) and not client.connected:
+                return False  # timed out or reset: counted; the next cycle reconnects
+            index = (index + 1) % POOL_SIZE
+        return True
+
+    def paced(self, lines):
+        for line in lines:
+            gevent.sleep(self.think_time)
+            yield line

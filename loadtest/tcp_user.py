@@ -17,17 +17,24 @@ with a clear error instead of turning every request into a failure.
 from __future__ import annotations
 
 import _socket
+import ctypes
 import logging
+import os
+import signal
 import sys
+from collections import deque
+from collections.abc import Iterable
+from itertools import islice
 from time import perf_counter
 
 import gevent
+from gevent import GreenletExit
 from locust import User, events
-from locust.exception import StopUser
-from locust.runners import WorkerRunner
+from locust.exception import CatchResponseError, LocustError, StopUser
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, WorkerRunner
 
 from upper_client.client import UpperClient
-from upper_client.errors import UpperClientError
+from upper_client.errors import ConnectionLost, UpperClientError
 from upper_protocol import decode_text, encode_text, uppercase
 from upper_protocol.address import AddressError, parse_address
 
@@ -89,23 +96,144 @@ def describe_mismatch(expected: str, reply: str) -> str:
     return f"expected {expected!r}, got {reply!r}"
 
 
+class Stalled(Exception):
+    """A request still waiting, longer than the stall threshold, when its user was stopped."""
+
+
+class UpperReply:
+    """What :meth:`LocustUpperClient.request` returns: one line's reply and its outcome.
+
+    ``content`` is the reply as it came, with its ``b"\\n"`` (``b""`` when none came),
+    ``text`` the same decoded without it, ``expected`` the reply the line called
+    for, ``elapsed`` the seconds from the line's send to the reply (or to the
+    failure), and ``error`` why the request failed (``None``: it succeeded).
+    """
+
+    __slots__ = ("content", "_expected", "elapsed", "error")
+
+    def __init__(self, content: bytes, expected: bytes, elapsed: float, error) -> None:
+        self.content = content
+        self._expected = expected
+        self.elapsed = elapsed
+        self.error: Exception | None = error
+
+    @property
+    def text(self) -> str:
+        return decode_text(self.content.removesuffix(b"\n"))
+
+    @property
+    def expected(self) -> str:
+        return decode_text(self._expected.removesuffix(b"\n"))
+
+    def __repr__(self) -> str:
+        outcome = "ok" if self.error is None else repr(self.error)
+        return f"<{type(self).__name__} {self.text!r} {outcome}>"
+
+    def __enter__(self):
+        raise LocustError(_NEEDS_CATCH_RESPONSE.format(call="a with block"))
+
+    def __exit__(self, *exc_info) -> None:  # pragma: no cover - __enter__ always raises
+        pass
+
+    def success(self) -> None:
+        raise LocustError(_NEEDS_CATCH_RESPONSE.format(call="success()"))
+
+    def failure(self, reason) -> None:
+        raise LocustError(_NEEDS_CATCH_RESPONSE.format(call="failure()"))
+
+
+_NEEDS_CATCH_RESPONSE = (
+    "{call} needs request(..., catch_response=True), used as a context manager: "
+    "with self.client.request(line, catch_response=True) as reply: reply.failure('why')"
+)
+_UNDECIDED = object()
+
+
+class CaughtReply(UpperReply):
+    """A reply whose outcome the caller decides, in a ``with`` block (``catch_response=True``).
+
+    The request is recorded when the block ends, with the response time measured
+    before it ran: as failed with the reason given to ``failure(reason)``, as
+    succeeded after ``success()``, and otherwise by whether the reply was the
+    expected one. An exception raised in the block still goes on, after the
+    request is recorded.
+    """
+
+    __slots__ = ("_record", "_name", "_context", "_outcome", "_entered")
+
+    def __init__(self, reply: UpperReply, record, name: str, context: dict) -> None:
+        super().__init__(reply.content, reply._expected, reply.elapsed, reply.error)
+        self._record = record
+        self._name = name
+        self._context = context
+        self._outcome = _UNDECIDED
+        self._entered = False
+
+    def __enter__(self) -> CaughtReply:
+        if self._entered:
+            raise LocustError("a reply's with block runs once: its request is already recorded")
+        self._entered = True
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        outcome = self.error if self._outcome is _UNDECIDED else self._outcome
+        self._record(self._name, self.elapsed, len(self.content), outcome, self._context)
+        return False
+
+    def success(self) -> None:
+        self._require_block("success()")
+        self._outcome = None
+
+    def failure(self, reason: Exception | str) -> None:
+        self._require_block("failure()")
+        self._outcome = reason if isinstance(reason, Exception) else CatchResponseError(reason)
+
+    def _require_block(self, call: str) -> None:
+        if not self._entered:
+            raise LocustError(
+                f"{call} decides the outcome inside the with block: "
+                "with self.client.request(line, catch_response=True) as reply: ..."
+            )
+
+
+def _encoded_line(text: str | bytes, what: str) -> bytes:
+    line = encode_text(text) if isinstance(text, str) else bytes(text)
+    if b"\n" in line:
+        raise ValueError(f"{what} is one line, without its newline: {text!r}")
+    return line + b"\n"
+
+
 class LocustUpperClient:
     """An :class:`~upper_client.UpperClient` whose operations are Locust requests.
 
-    Each call fires one ``request`` event (``request_type`` ``"TCP"``) and returns
-    whether it succeeded; failures are in the statistics, never raised. The
-    client's own errors (refused, timed out, reset: ``UpperClientError``) leave it
-    disconnected, so ``connected`` tells whether the session can go on.
+    Each request fires one ``request`` event (``request_type`` ``"TCP"``);
+    failures are in the statistics, never raised. The client's own errors
+    (refused, timed out, reset: ``UpperClientError``) leave it disconnected, so
+    ``connected`` tells whether the session can go on.
 
     A reply's response time runs from its line's send to the reply's arrival, as
     the client measures it (``UpperClient.elapsed``): lines wait for the next
     burst of sends, and that wait is the load generator's, not the server's.
+
+    A request still waiting when its user is stopped (the test stops) is recorded
+    as a failure (:class:`Stalled`) if it has waited longer than
+    ``stall_threshold`` seconds, and not at all otherwise: a server that
+    never answers fails the run even when it stops before ``timeout``.
     """
 
-    __slots__ = ("upper_client", "_upper_line", "_fire", "_context", "_user")
+    __slots__ = ("upper_client", "stall_threshold", "_upper_line", "_fire", "_context", "_user")
 
-    def __init__(self, host: str, port: int, timeout: float, request_event, user=None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        request_event,
+        user=None,
+        stall_threshold: float = 1.0,
+    ) -> None:
         self.upper_client = UpperClient(host, port, timeout)
+        self.stall_threshold = stall_threshold
         self._upper_line = self.upper_client.upper_line
         self._fire = request_event.fire
         self._user = user
@@ -123,7 +251,7 @@ class LocustUpperClient:
     def connected(self) -> bool:
         return self.upper_client.connected
 
-    def _record(self, name: str, seconds: float, length: int = 0, exception=None) -> bool:
+    def _record(self, name: str, seconds: float, length=0, exception=None, context=None) -> bool:
         """Fire one Locust request event; True when it succeeded."""
         self._fire(
             request_type=REQUEST_TYPE,
@@ -131,13 +259,32 @@ class LocustUpperClient:
             response_time=seconds * 1000,
             response_length=length,
             exception=exception,
-            context=self._context,
+            context=self._context if context is None else context,
         )
         return exception is None
 
     def _since(self, name: str, started: float, exception: Exception | None = None) -> bool:
         """Record a request that began at ``started`` and ends now."""
         return self._record(name, perf_counter() - started, 0, exception)
+
+    def _stalled(self, name: str, started: float, waiting_for: str) -> None:
+        """The user is being killed while this request waits: a failure if it waited too long."""
+        waited = perf_counter() - started
+        if waited > self.stall_threshold:
+            self._record(
+                name,
+                waited,
+                0,
+                Stalled(f"{waiting_for} after {waited:.1f} s {self._when_stopped()}"),
+            )
+
+    def _when_stopped(self) -> str:
+        runner = self._user.environment.runner if self._user is not None else None
+        if runner is not None and runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            return "when its user was stopped"
+        return "when the test stopped"
+
+    # -- the session ----------------------------------------------------------------
 
     def connect(self, name: str = "connect") -> bool:
         """Open the connection (closing any previous one first)."""
@@ -155,50 +302,191 @@ class LocustUpperClient:
             client.connect()
         except UpperClientError as exc:
             return self._since(name, started, exc)
+        except GreenletExit:
+            self._stalled(name, started, "no connection")
+            raise
         return self._since(name, started)
 
-    def upper(self, text: str, expected: str | None = None, name: str = "upper") -> bool:
-        """Send one line of text and check that the reply is exactly ``expected``.
-
-        By default ``expected`` is what the protocol says the reply must be.
-        """
-        line = encode_text(text) + b"\n"
-        if expected is None:
-            expected_line = uppercase(line)
-        else:
-            expected_line = encode_text(expected) + b"\n"
-        return self.upper_line(line, expected_line, name)
-
-    def upper_line(self, line: bytes, expected: bytes, name: str = "upper") -> bool:
-        """``upper()`` for lines encoded in advance: ``line`` and ``expected`` end in ``b"\\n"``.
-
-        The cheap way to send many messages: nothing is encoded, decoded or
-        computed per message (``loadtest/locustfile.py`` keeps a pool of them).
-        """
-        started = perf_counter()
-        try:
-            reply = self._upper_line(line)
-        except UpperClientError as exc:
-            return self._since(name, started, exc)
-        mismatch = None
-        if reply != expected:
-            mismatch = WrongReply(
-                describe_mismatch(decode_text(expected[:-1]), decode_text(reply[:-1]))
-            )
-        return self._record(name, self.upper_client.elapsed, len(reply), mismatch)
-
     def disconnect(self, name: str = "DESCONEXION") -> bool:
-        """End the session; the response time is the time until the server closes."""
+        """End the session; the response time is the time until the server closes.
+
+        It fails when the server had already closed the connection before
+        DESCONEXION was sent, when it resets the connection instead of closing
+        it, and when it does not close within the timeout.
+        """
+        client = self.upper_client
         started = perf_counter()
         try:
-            self.upper_client.disconnect()
+            if client.closed_by_server():
+                client.close()
+                raise ConnectionLost(
+                    f"server {client.address} closed the connection before DESCONEXION"
+                )
+            client.disconnect()
         except UpperClientError as exc:
             return self._since(name, started, exc)
+        except GreenletExit:
+            self._stalled(name, started, "no close")
+            raise
         return self._since(name, started)
 
     def close(self) -> None:
         """Drop the connection without a request (no DESCONEXION)."""
         self.upper_client.close()
+
+    # -- one line ---------------------------------------------------------------------
+
+    def request(
+        self,
+        line: str | bytes,
+        *,
+        name: str = "upper",
+        expected: str | bytes | None = None,
+        catch_response: bool = False,
+        context: dict | None = None,
+    ) -> UpperReply:
+        """Send one line and check its reply: one Locust request, returned as a reply.
+
+        ``line`` is text or bytes without its newline. The reply succeeds when it is
+        exactly ``expected`` (by default what the protocol says: the line in
+        uppercase). ``context`` is merged into the request event's context.
+
+        With ``catch_response=True`` the reply is a context manager
+        (:class:`CaughtReply`) whose block decides the outcome with ``success()``
+        or ``failure(reason)``, as with Locust's HTTP clients::
+
+            with self.client.request("hola", catch_response=True) as reply:
+                if reply.elapsed > 0.5:
+                    reply.failure("too slow")
+        """
+        encoded = _encoded_line(line, "line")
+        if expected is None:
+            expected_line = uppercase(encoded)
+        else:
+            expected_line = _encoded_line(expected, "expected")
+        reply = UpperReply(*self._round_trip(encoded, expected_line, name))
+        merged = self._context if not context else {**self._context, **context}
+        if catch_response:
+            return CaughtReply(reply, self._record, name, merged)
+        self._record(name, reply.elapsed, len(reply.content), reply.error, merged)
+        return reply
+
+    def upper(self, text: str, expected: str | None = None, name: str = "upper") -> bool:
+        """``request(text)``, returning whether it succeeded."""
+        return self.request(text, name=name, expected=expected).error is None
+
+    def upper_line(self, line: bytes, expected: bytes, name: str = "upper") -> bool:
+        """``request()`` for lines encoded in advance: ``line`` and ``expected`` end in ``b"\\n"``.
+
+        The cheap way to send many messages: nothing is encoded, decoded or
+        computed per message, and no reply object is made (``loadtest/locustfile.py``
+        keeps a pool of lines). Returns whether the request succeeded.
+        """
+        content, _, elapsed, error = self._round_trip(line, expected, name)
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=elapsed * 1000,
+            response_length=len(content),
+            exception=error,
+            context=self._context,
+        )
+        return error is None
+
+    def _round_trip(self, line: bytes, expected: bytes, name: str) -> tuple:
+        """Send ``line``, wait for its reply and check it: ``UpperReply``'s fields, not recorded."""
+        started = perf_counter()
+        try:
+            content = self._upper_line(line)
+        except UpperClientError as exc:
+            return b"", expected, perf_counter() - started, exc
+        except GreenletExit:
+            self._stalled(name, started, "no reply")
+            raise
+        if content == expected:
+            return content, expected, self.upper_client.elapsed, None
+        error = WrongReply(describe_mismatch(decode_text(expected[:-1]), decode_text(content[:-1])))
+        return content, expected, self.upper_client.elapsed, error
+
+    # -- many lines in flight -------------------------------------------------------
+
+    def pipeline(
+        self, lines: Iterable[tuple[bytes, bytes]], depth: int, name: str = "upper"
+    ) -> bool:
+        """``upper_line()`` for each ``(line, expected)``, keeping up to ``depth`` lines in flight.
+
+        Each reply is one request, timed from its own line's send and checked
+        against that line's expected reply, in order: a reply that belongs to
+        another line in flight is a failure that says so. Returns whether the
+        connection is still open; when it is lost, every line in flight fails.
+        """
+        client = self.upper_client
+        send_lines = client.send_lines
+        receive_lines = client.receive_lines
+        fire = self._fire
+        context = self._context
+        in_flight: deque[tuple[bytes, float]] = deque()  # (expected, without b"\n"; sent at)
+        source = iter(lines)
+        batch = list(islice(source, depth))
+        previous = None
+        try:
+            while True:
+                if batch:
+                    sent_at = perf_counter()
+                    for _, expected in batch:
+                        in_flight.append((expected[:-1], sent_at))
+                    send_lines(b"".join([line for line, _ in batch]))
+                if not in_flight:
+                    return True
+                replies = receive_lines()
+                arrived = perf_counter()
+                for reply in replies:
+                    if not in_flight:
+                        client.close()
+                        extra = decode_text(reply)[:_MISMATCH_SHOWN]
+                        self._record(
+                            name, 0.0, len(reply) + 1, WrongReply(f"a reply to no line: {extra!r}")
+                        )
+                        return False
+                    expected, sent_at = in_flight.popleft()
+                    error = None
+                    if reply != expected:
+                        error = WrongReply(_misplaced(reply, expected, previous, in_flight))
+                    fire(
+                        request_type=REQUEST_TYPE,
+                        name=name,
+                        response_time=(arrived - sent_at) * 1000,
+                        response_length=len(reply) + 1,
+                        exception=error,
+                        context=context,
+                    )
+                    previous = expected
+                batch = list(islice(source, len(replies)))
+        except UpperClientError as exc:
+            now = perf_counter()
+            for _, sent_at in in_flight:
+                self._record(name, now - sent_at, 0, exc)
+            return False
+        except GreenletExit:
+            for _, sent_at in in_flight:
+                self._stalled(name, sent_at, "no reply")
+            client.close()
+            raise
+        except BaseException:
+            client.close()  # out of step: replies to the lines in flight may still come
+            raise
+
+
+def _misplaced(reply: bytes, expected: bytes, previous: bytes | None, in_flight) -> str:
+    """Why ``reply`` is wrong: out of order when it is the reply to a neighbouring line."""
+    got, wanted = decode_text(reply), decode_text(expected)
+    quoted = f"got {got[:_MISMATCH_SHOWN]!r}, expected {wanted[:_MISMATCH_SHOWN]!r}"
+    for later, (other, _) in enumerate(in_flight, 1):
+        if reply == other:
+            return f"out of order, the reply to the line sent {later} later: {quoted}"
+    if reply == previous:
+        return f"out of order, the reply to the line sent before: {quoted}"
+    return describe_mismatch(wanted, got)
 
 
 class _NumericHostsFirst:
@@ -244,6 +532,8 @@ class TcpUser(User):
     host = DEFAULT_HOST
     socket_timeout: float = 5.0
     """Seconds to wait for a connection, a reply or the server's close."""
+    stall_threshold: float = 1.0
+    """A request still waiting after this many seconds when the user is stopped is a failure."""
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
@@ -260,6 +550,7 @@ class TcpUser(User):
             self.socket_timeout,
             environment.events.request,
             user=self,
+            stall_threshold=self.stall_threshold,
         )
 
     def on_stop(self) -> None:
@@ -281,14 +572,66 @@ def host_errors(environment) -> list[str]:
     return sorted(set(problems))
 
 
+@events.init_command_line_parser.add_listener
+def _check_host_with_the_options(parser, **_kwargs) -> None:
+    """``--host`` is refused with the other invalid options, as argparse refuses them.
+
+    That is before ``--processes`` forks its workers: a check at ``init`` comes too
+    late for them (a worker reaches ``init`` only once it has reached its master).
+    """
+    parse_args = parser.parse_args
+
+    def parse_and_check_host(*args, **kwargs):
+        options = parse_args(*args, **kwargs)
+        host = getattr(options, "host", None)
+        if host:
+            try:
+                parse_host(host)
+            except HostError as exc:
+                parser.error(f"argument -H/--host: {exc}")
+        return options
+
+    parser.parse_args = parse_and_check_host
+    _die_with_the_parent_after_fork()
+
+
+def _die_with_the_parent_after_fork() -> None:
+    """Workers forked by ``--processes`` end when the process that forked them does.
+
+    Locust's workers otherwise outlive a master that exited at start, retrying it
+    for minutes. Linux only (``prctl``); elsewhere workers end when their master
+    stops sending heartbeats.
+    """
+    global _dying_with_the_parent
+    if not sys.platform.startswith("linux") or _dying_with_the_parent:
+        return
+    _dying_with_the_parent = True
+    forking = [0]  # the pid of the process that forks, as the child sees it
+
+    def before() -> None:
+        forking[0] = os.getpid()
+
+    def in_child() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # no prctl: rely on the master's heartbeats
+            return
+        if os.getppid() != forking[0]:  # the parent was gone before prctl: no signal will come
+            os._exit(1)
+
+    os.register_at_fork(before=before, after_in_child=in_child)
+
+
+_PR_SET_PDEATHSIG = 1
+_dying_with_the_parent = False
+
+
 @events.init.add_listener
 def _check_hosts_at_init(environment, **_kwargs) -> None:
-    """``--host`` on the command line: refuse to start.
-
-    Workers check theirs too (a worker uses the master's host, but a malformed
-    one of its own is still a mistake), so ``--processes`` children exit with
-    the master instead of waiting for it.
-    """
+    """A ``TcpUser`` class's own malformed ``host`` (``--host`` was checked with the
+    options): refuse to start. After ``--processes`` has forked, its workers end
+    with this process (``_die_with_the_parent_after_fork``)."""
     problems = host_errors(environment)
     if problems:
         for problem in problems:
@@ -307,3 +650,16 @@ def _check_hosts_at_start(environment, **_kwargs) -> None:
         for problem in problems:
             log.error("%s; stopping the test", problem)
         gevent.spawn_later(0.1, runner.stop)
+
+
+@events.quitting.add_listener
+def _stop_users_before_the_exit_code(environment, **_kwargs) -> None:
+    """Ctrl+C or SIGTERM: stop the users first, so that stalls count in the exit code.
+
+    Locust decides its exit code right after this event and stops the users only
+    afterwards; the requests found stalled as they are killed would then be in the
+    report but not in the exit code. (A run that ends by ``-t`` is stopped first.)
+    """
+    runner = environment.runner
+    if isinstance(runner, LocalRunner):
+        runner.stop()  # does nothing when the test is already stopped

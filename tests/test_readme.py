@@ -22,3 +22,26 @@ def test_quick_start_is_exactly_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert quick_start_commands()[1] in ci_lines
+
+
+def layout_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_layout_names_every_module():
+    """A newcomer finds every module in the README's layout table."""
+    layout = layout_section()
+    missing = []
+    for folder in ("upper_protocol", "upper_gevent", "upper_server", "upper_client", "upper_cli",
+                   "loadtest", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(ROOT)
+            package = f"{relative.parent.as_posix()}/"
+            if path.name in ("__init__.py", "__main__.py"):
+                named = package in layout
+            else:
+                named = package in layout and path.name in layout
+            if not named:
+                missing.append(relative.as_posix())
+    assert not missing, f"add to the README's Layout section: {missing}"

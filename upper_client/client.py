@@ -8,6 +8,7 @@ faster path of :mod:`upper_client.cooperative`.
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from time import perf_counter
@@ -137,10 +138,18 @@ class UpperClient:
 
         Replies to lines sent earlier and never received are discarded.
         """
+        sock = self._require_socket()
         self._sendall(KEYWORD + b"\n")
         try:
             while self._recv():
                 pass
+            # A server that had closed before DESCONEXION arrived answers it with a reset,
+            # which can come just after the close that looked like the answer.
+            if error := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                raise ConnectionLost(
+                    f"server {self.address} closed the connection before DESCONEXION "
+                    f"(then reset it: {os.strerror(error)})"
+                )
         except ReplyTimeout:
             raise ReplyTimeout(
                 f"server {self.address} did not close the connection within "
@@ -209,6 +218,48 @@ class UpperClient:
             raise
         self.elapsed = perf_counter() - started
         return reply
+
+    def send_lines(self, lines: bytes) -> None:
+        """Send encoded lines (each ending in ``b"\\n"``) without waiting for their replies.
+
+        With ``receive_lines()``, for callers that keep several lines in flight
+        and match each reply to its line themselves (the Locust harness does).
+        """
+        self._sendall(lines)
+
+    def receive_lines(self) -> list[bytes]:
+        """Every whole reply line received and not yet read, without terminators;
+        waits (up to the timeout) when there is none yet."""
+        buffer = self._buffer
+        if not buffer:
+            chunk = self._recv()
+            if chunk.endswith(b"\n"):  # the usual case: whole replies, nothing left over
+                return chunk[:-1].split(b"\n")
+            if not chunk:
+                raise self._broken()
+            buffer += chunk
+        self._read_through_newline()
+        end = buffer.rfind(b"\n")
+        lines = bytes(buffer[:end]).split(b"\n")
+        del buffer[: end + 1]
+        return lines
+
+    def closed_by_server(self) -> bool:
+        """Whether the server has already closed (or reset) the connection, told at once,
+        without waiting and without reading anything: e.g. to tell a server that
+        closed early from one that closes in answer to DESCONEXION."""
+        if self._buffer:
+            return False  # replies still to read come first
+        sock = self._require_socket()
+        sock.settimeout(0.0)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # open, and quiet
+        except OSError:
+            return True  # reset
+        finally:
+            sock.settimeout(self.timeout)
 
     def _out_of_step(self) -> None:
         """A round trip failed or was interrupted (killed, ``gevent.Timeout``, Ctrl+C) after
@@ -337,6 +388,14 @@ class UpperClient:
             if not chunk:
                 raise self._broken()
             buffer += chunk
+        end = self._read_through_newline()
+        line = bytes(buffer[:end])
+        del buffer[: end + 1]
+        return line
+
+    def _read_through_newline(self) -> int:
+        """Read until the buffer holds a newline and return where the first one is."""
+        buffer = self._buffer
         scanned = 0
         while (end := buffer.find(b"\n", scanned)) == -1:
             scanned = len(buffer)
@@ -344,6 +403,4 @@ class UpperClient:
             if not chunk:
                 raise self._broken()
             buffer += chunk
-        line = bytes(buffer[:end])
-        del buffer[: end + 1]
-        return line
+        return end
