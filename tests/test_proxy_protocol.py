@@ -50,6 +50,7 @@ def test_v2_header_split_from_the_session_and_the_real_address_is_logged(proxied
     assert sock.recv(100) == b"HOLA\n"
     sock.sendall(b"DESCONEXION\n")
     assert read_until_eof(sock) == b""
+    sock.close()  # the server lingers until the client closes too
     assert eventually(lambda: "[2001:db8::7]:56324: closed" in caplog.text)
 
 
@@ -60,6 +61,7 @@ def test_local_and_unknown_keep_the_socket_address(proxied, caplog):
         sock.sendall(header + b"hola\nDESCONEXION\n")
         assert read_until_eof(sock) == b"HOLA\n"
         port = sock.getsockname()[1]
+        sock.close()
         assert eventually(lambda port=port: f"127.0.0.1:{port}: closed" in caplog.text)
 
 
@@ -94,7 +96,7 @@ def test_sources_outside_the_allow_list_are_closed_without_a_reply(proxied):
 
 
 def test_a_graceful_stop_closes_a_connection_still_waiting_for_its_header(proxied):
-    server, open_socket = proxied()
+    server, open_socket = proxied(linger_timeout=0.2)
     sock = open_socket()
     sock.sendall(V1_TCP4[:10])
     assert server.wait_until(lambda server: server.stats.open_connections == 1)
