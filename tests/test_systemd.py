@@ -6,8 +6,9 @@ import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
-from helpers import free_port, read_until_eof, require_tool
+from helpers import eventually, free_port, read_until_eof, require_tool
 from servers import ServerProcess
 
 from upper_server import systemd
@@ -106,6 +107,11 @@ def test_systemd_socket_activate_serves_the_socket_it_was_given(workers):
             # --port 1 would fail if the server tried to bind: it serves the socket it got.
             assert parse_ready_line(ready) == [("127.0.0.1", port)]
             assert read_until_eof(sock) == b"HOLA SYSTEMD\n"
+        # A reload hands the socket systemd gave on to new workers.
+        parent = psutil.Process(process.pid)
+        before = {child.pid for child in parent.children()}
+        process.send_signal(signal.SIGHUP)
+        assert eventually(lambda: _replaced(parent, before, int(workers)))
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(b"otra\nDESCONEXION\n")
             assert read_until_eof(sock) == b"OTRA\n"
@@ -114,6 +120,11 @@ def test_systemd_socket_activate_serves_the_socket_it_was_given(workers):
         _stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert b"Traceback" not in stderr
+
+
+def _replaced(parent: psutil.Process, before: set[int], count: int) -> bool:
+    now = {child.pid for child in parent.children() if child.status() != psutil.STATUS_ZOMBIE}
+    return len(now) == count and not now & before
 
 
 def test_the_ready_line_still_comes_from_a_server_that_binds(start_server):

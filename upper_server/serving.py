@@ -100,6 +100,10 @@ def serve_until_signalled(
             helper.kill(block=False)
         if outcome is Outcome.HANDED_OVER:
             signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, RELOAD_SIGNAL))
+            # A signal that arrived just before the block may be caught by the loop but
+            # not yet dispatched: one turn of the loop sets its event before the
+            # handlers go (the supervisor reads the events).
+            gevent.sleep(0.01)
         for handler in handlers:
             handler.cancel()
         server.stop()

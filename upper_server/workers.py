@@ -435,7 +435,10 @@ def run_worker(server, inheritance: Inheritance) -> int:
 
     def ready() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        os.write(inheritance.ready, b"1")
+        try:
+            os.write(inheritance.ready, b"1")
+        except BrokenPipeError:
+            pass  # the parent gave up on this worker; its lifeline has ended too
         os.close(inheritance.ready)
 
     try:
