@@ -78,7 +78,23 @@ def wait_for_log(server: ServerProcess, text: str) -> str:
 
 
 def children(process: psutil.Process) -> set[int]:
-    return {child.pid for child in process.children() if child.status() != psutil.STATUS_ZOMBIE}
+    """The live workers of ``process`` (one that ends while we look is left out)."""
+    live = set()
+    for child in process.children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                live.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return live
+
+
+def remember(seen_workers: dict, pids) -> None:
+    for pid in pids:
+        try:
+            seen_workers[pid] = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def reload_and_wait(server: ServerProcess, count: int) -> set[int]:
@@ -104,7 +120,7 @@ def test_reloads_under_load_fail_no_session(start_server, seen_workers, workers)
         load.wait_for_sessions(20)
         for _ in range(3):
             seen.append(reload_and_wait(server, int(workers)))
-            seen_workers.update({pid: psutil.Process(pid).create_time() for pid in seen[-1]})
+            remember(seen_workers, seen[-1])
             load.wait_for_sessions(20)
     assert load.failures == []
     assert load.sessions >= 80
@@ -155,7 +171,7 @@ def test_a_broken_deploy_keeps_the_old_workers_and_a_fixed_one_loads(
         # The failed workers are gone; the old ones still serve.
         assert eventually(lambda: children(parent) == before, timeout=20), children(parent)
         main.write_text('import sys\nprint("deploy 2", file=sys.stderr, flush=True)\n' + good)
-        seen_workers.update({pid: psutil.Process(pid).create_time() for pid in before})
+        remember(seen_workers, before)
         reload_and_wait(server, int(workers))
         load.wait_for_sessions(10)
     assert load.failures == []

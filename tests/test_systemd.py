@@ -123,7 +123,13 @@ def test_systemd_socket_activate_serves_the_socket_it_was_given(workers):
 
 
 def _replaced(parent: psutil.Process, before: set[int], count: int) -> bool:
-    now = {child.pid for child in parent.children() if child.status() != psutil.STATUS_ZOMBIE}
+    now = set()
+    for child in parent.children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                now.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
     return len(now) == count and not now & before
 
 
