@@ -9,6 +9,7 @@ import time
 import pytest
 from helpers import eventually, free_port, read_until_eof, require_tool
 from test_proxy_header import V1_TCP4, V2_TCP6, inet, v2
+from test_reload import Load, reload_and_wait, remember
 
 TIMEOUT = 10.0
 
@@ -187,3 +188,19 @@ def test_through_haproxy_send_proxy_v1_and_v2(start_server, haproxy):
     v1_client, v2_client = clients
     assert f"127.0.0.1:{v1_client}: PROXY v1 PROXY" in stderr, stderr
     assert f"127.0.0.1:{v2_client}: PROXY v2 PROXY" in stderr, stderr
+
+
+def test_reloads_behind_haproxy_fail_no_session(start_server, seen_workers, haproxy):
+    # What an operator does: HAProxy in front (v2), workers, a deploy by SIGHUP, under load.
+    server = start_server("--workers", "2", "--proxy-protocol", "v2", "--log-level", "info")
+    _v1_port, v2_port = haproxy(server.port)
+    with Load(("127.0.0.1", v2_port)) as load:
+        load.wait_for_sessions(20)
+        for _ in range(2):
+            remember(seen_workers, reload_and_wait(server, 2))
+            load.wait_for_sessions(20)
+    assert load.failures == []
+    code, _stdout, stderr = server.stop_and_collect()
+    assert code == 0, stderr
+    assert "reloaded: workers" in stderr
+    assert ": closed: " not in stderr  # no header was refused (logged at info)
