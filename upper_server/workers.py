@@ -48,7 +48,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from upper_server import systemd
 from upper_server.serving import RELOAD_SIGNAL, STOP_SIGNALS, serve_until_signalled
@@ -97,7 +97,6 @@ class Worker:
     ready: bool = False
     failed: bool = False  # ended before it served
     retire_by: float | None = None  # when it is killed if still running
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:
