@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(float),
         default=DEFAULT_SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long connections get to finish (default: %(default)s)",
+        help="on SIGTERM/SIGINT, how long connections get to finish; on SIGHUP, how long "
+        "the replaced workers' sessions get to end on their own first (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",
