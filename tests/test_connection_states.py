@@ -12,7 +12,13 @@ from upper_server.connection import (
 )
 
 TIMEOUTS = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0)
-WAITING = (State.READING, State.SENDING, State.DRAINING, State.HIBERNATING)
+WAITING = (
+    State.READING_PROXY_HEADER,
+    State.READING,
+    State.SENDING,
+    State.DRAINING,
+    State.HIBERNATING,
+)
 
 
 def test_every_state_has_an_action_for_every_interrupt():
@@ -103,3 +109,19 @@ def test_whatever_the_sweeper_asks_for_has_an_effect(state):
         interrupt = overdue(state, quiet_for, TIMEOUTS)
         if interrupt is not None:
             assert TRANSITIONS[state][interrupt] is not Action.IGNORE, (state, quiet_for)
+
+
+def test_the_proxy_header_is_bounded_by_its_own_timeout_from_the_accept():
+    timeouts = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0, proxy_header=5.0)
+    assert overdue(State.READING_PROXY_HEADER, 4.9, timeouts) is None
+    assert overdue(State.READING_PROXY_HEADER, 5.0, timeouts) is Interrupt.HEADER_TIMEOUT
+    # Neither the idle timeout nor hibernation applies before the session begins.
+    assert overdue(State.READING_PROXY_HEADER, 1.0, timeouts) is None
+    assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.IDLE_TIMEOUT] is Action.IGNORE
+
+
+def test_only_a_late_header_is_rejected_and_stop_closes_it_at_once():
+    rejecting = [s for s in State if TRANSITIONS[s][Interrupt.HEADER_TIMEOUT] is not Action.IGNORE]
+    assert rejecting == [State.READING_PROXY_HEADER]
+    assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.HEADER_TIMEOUT] is Action.REJECT
+    assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.STOP] is Action.FINISH
