@@ -1,13 +1,16 @@
 """Small helpers shared by the test modules: reading sockets to a point, a clean environment,
-waiting for something to happen, and the processes of a server with workers."""
+waiting for something to happen, the processes of a server with workers, free ports and
+the Debian tools a test needs."""
 
 import os
 import selectors
+import shutil
 import socket
 import ssl
 import time
 
 import psutil
+import pytest
 
 SOON = 15.0
 """How long a test waits for something that must happen "soon" (noisy shared CI)."""
@@ -118,3 +121,19 @@ def send_while_reading(sock: socket.socket, payload: bytes, timeout: float) -> b
             return bytes(received)
     finally:
         sock.settimeout(timeout)
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now, for tools that cannot be given port 0."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a Debian tool the test needs; a clear failure (never a skip) if it is missing."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: apt-get install {package} (.ci/run installs it)",
+            pytrace=False,
+        )
+    return path

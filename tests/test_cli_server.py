@@ -291,6 +291,13 @@ def test_unbindable_host_from_environment_is_a_clear_error():
         ("--stats-interval", "nan"),
         ("--log-level", "loud"),
         ("--log-level", ""),
+        ("--metrics-port", "0"),
+        ("--metrics-port", "65536"),
+        ("--proxy-protocol", "v3"),
+        ("--proxy-allow-from", "10.0.0.300/8"),
+        ("--proxy-allow-from", "10.0.0.1/8"),  # host bits set: a typo, not a network
+        ("--proxy-header-timeout", "0"),
+        ("--proxy-header-timeout", "nan"),
     ],
 )
 def test_other_flags_reject_negative_and_garbage_values(flag, value, capsys):

@@ -12,7 +12,14 @@ from upper_server.connection import (
 )
 
 TIMEOUTS = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0)
-WAITING = (State.HANDSHAKING, State.READING, State.SENDING, State.DRAINING, State.HIBERNATING)
+WAITING = (
+    State.READING_PROXY_HEADER,
+    State.HANDSHAKING,
+    State.READING,
+    State.SENDING,
+    State.DRAINING,
+    State.HIBERNATING,
+)
 
 
 def test_every_state_has_an_action_for_every_interrupt():
@@ -105,23 +112,37 @@ def test_whatever_the_sweeper_asks_for_has_an_effect(state):
             assert TRANSITIONS[state][interrupt] is not Action.IGNORE, (state, quiet_for)
 
 
+def test_the_proxy_header_is_bounded_by_its_own_timeout_from_the_accept():
+    timeouts = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0, proxy_header=5.0)
+    assert overdue(State.READING_PROXY_HEADER, 4.9, timeouts) is None
+    assert overdue(State.READING_PROXY_HEADER, 5.0, timeouts) is Interrupt.HEADER_TIMEOUT
+    # Neither the idle timeout nor hibernation applies before the session begins.
+    assert overdue(State.READING_PROXY_HEADER, 1.0, timeouts) is None
+    assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.IDLE_TIMEOUT] is Action.IGNORE
+
+
+def test_only_a_late_header_is_rejected_and_stop_closes_it_at_once():
+    rejecting = [s for s in State if TRANSITIONS[s][Interrupt.HEADER_TIMEOUT] is not Action.IGNORE]
+    assert rejecting == [State.READING_PROXY_HEADER]
+    assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.HEADER_TIMEOUT] is Action.REJECT
+    assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.STOP] is Action.FINISH
+
+
 def test_a_handshake_is_bounded_by_its_own_timeout_from_the_accept():
     assert overdue(State.HANDSHAKING, 9.9, TIMEOUTS) is None
     assert overdue(State.HANDSHAKING, 10.0, TIMEOUTS) is Interrupt.HANDSHAKE_TIMEOUT
     # Neither the idle timeout nor hibernation applies before the session exists.
     short_idle = Timeouts(idle=1.0, linger=5.0, hibernate_after=0.5, handshake=10.0)
     assert overdue(State.HANDSHAKING, 5.0, short_idle) is None
-    assert TRANSITIONS[State.HANDSHAKING][Interrupt.HANDSHAKE_TIMEOUT] is Action.FAIL_HANDSHAKE
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.IDLE_TIMEOUT] is Action.IGNORE
 
 
-def test_a_shutdown_closes_a_handshake_at_once_and_force_close_aborts_it():
-    # Nothing was read that needs an answer: there is no reply to wait for.
-    assert TRANSITIONS[State.HANDSHAKING][Interrupt.STOP] is Action.CLOSE
-    assert TRANSITIONS[State.HANDSHAKING][Interrupt.FORCE_CLOSE] is Action.ABORT
-
-
-def test_the_handshake_timeout_applies_only_while_handshaking():
-    applying = [
+def test_only_a_late_handshake_is_rejected_and_stop_or_force_close_end_it_at_once():
+    rejecting = [
         s for s in State if TRANSITIONS[s][Interrupt.HANDSHAKE_TIMEOUT] is not Action.IGNORE
     ]
-    assert applying == [State.HANDSHAKING]
+    assert rejecting == [State.HANDSHAKING]
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.HANDSHAKE_TIMEOUT] is Action.REJECT
+    # Nothing was read that needs an answer: there is no reply to wait for.
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.STOP] is Action.FINISH
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.FORCE_CLOSE] is Action.ABORT

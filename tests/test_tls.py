@@ -340,3 +340,24 @@ def test_tls_options_without_a_certificate_are_usage_errors(flag):
     with pytest.raises(SystemExit) as exited:
         parse_args([flag, "some.pem"])
     assert exited.value.code == 2
+
+
+# -- behind a balancer: the PROXY header in the clear, then TLS -------------------------------
+
+
+def test_a_proxy_header_then_tls(tls_threaded, certificates, caplog):
+    caplog.set_level(logging.INFO, logger="upper_server")
+    running = tls_threaded(proxy_protocol="v1")
+    context = client_context(str(certificates.ca))
+    with raw_connection(running.address) as raw:
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 5000\r\n")
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"detras del balanceador\n")
+            assert read_exactly(sock, 23) == b"DETRAS DEL BALANCEADOR\n"
+    # A failed handshake after the header names the client the header names.
+    with raw_connection(running.address) as raw:
+        raw.sendall(b"PROXY TCP4 203.0.113.8 127.0.0.1 40001 5000\r\nhola en claro\n")
+        assert closed_by_server(raw)
+    assert running.wait_until(lambda server: server.stats.failed_handshakes == 1)
+    [record] = handshake_failures(caplog)
+    assert record.getMessage().startswith("203.0.113.8:40001: ")

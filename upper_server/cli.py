@@ -14,6 +14,7 @@ Error handling:
 """
 
 import argparse
+import ipaddress
 import logging
 import sys
 
@@ -22,18 +23,32 @@ from upper_cli.options import (
     add_server_tls_options,
     check_server_tls_options,
     number,
+    port,
     resolve_port,
 )
+from upper_protocol.address import format_address
+from upper_protocol.proxy import VERSIONS
+from upper_server import metrics, systemd
+from upper_server.handover import Handover
 from upper_server.limits import raise_open_file_limit
 from upper_server.listener import ListenError, addresses_text, open_listeners
 from upper_server.server import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PROXY_ALLOW_FROM,
+    DEFAULT_PROXY_HEADER_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     UpperServer,
 )
-from upper_server.serving import serve_until_signalled
+from upper_server.serving import Outcome, serve_until_signalled
 from upper_server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSSetupError, server_context
-from upper_server.workers import Supervisor, can_fork, usable_cpus
+from upper_server.workers import (
+    Supervisor,
+    can_fork,
+    inherited,
+    run_worker,
+    usable_cpus,
+    worker_command,
+)
 
 PROG = "upper_server"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -70,14 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(float),
         default=DEFAULT_SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long connections get to finish (default: %(default)s)",
+        help="on SIGTERM/SIGINT, how long connections get to finish; on SIGHUP, how long "
+        "the replaced workers' sessions get to end on their own first (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",
         type=number(int),
         default=1,
         metavar="N",
-        help="pre-forked worker processes sharing the port; 0 means one per CPU (default: 1)",
+        help="worker processes sharing the port; 0 means one per CPU (default: 1)",
     )
     parser.add_argument(
         "--stats-interval",
@@ -86,8 +102,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="log the server's counters this often; 0 turns it off (default: 0)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=port(1),
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (default: off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics are served on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        choices=VERSIONS,
+        default=None,
+        help="every connection must begin with a PROXY protocol header of this version "
+        "(from a balancer such as HAProxy); the client address it names is the one logged "
+        "(default: off)",
+    )
+    parser.add_argument(
+        "--proxy-allow-from",
+        type=networks,
+        default=DEFAULT_PROXY_ALLOW_FROM,
+        metavar="CIDR[,CIDR...]",
+        help="with --proxy-protocol, the balancers' addresses; connections from elsewhere "
+        "are closed without a reply (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--proxy-header-timeout",
+        type=number(float, above=True),
+        default=DEFAULT_PROXY_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="with --proxy-protocol, close a connection whose header is not all there "
+        "this long after accept (default: %(default)s)",
+    )
     add_server_tls_options(parser, DEFAULT_HANDSHAKE_TIMEOUT)
     return parser
+
+
+def networks(text: str) -> list:
+    """``10.0.0.0/8,::1/128`` -> networks; a bad one is a usage error."""
+    try:
+        return [ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,7 +159,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.workers = usable_cpus()
     if args.workers > 1 and not can_fork():
         parser.error(
-            f"argument --workers: pre-forked workers need fork(), which {sys.platform} "
+            f"argument --workers: worker processes need fork(), which {sys.platform} "
             "does not have; use --workers 1 (for more cores, run one server per port "
             "behind a balancer)"
         )
@@ -111,6 +171,14 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
+def tls_context(args):
+    """The ``SSLContext`` the ``--tls-*`` flags describe, read from their files now (each
+    worker, and each reload, reads them again), or None; ``TLSSetupError`` says why not."""
+    if not args.tls_cert:
+        return None
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
 def make_server(listeners, args, ssl_context=None) -> UpperServer:
     return UpperServer(
         listeners,
@@ -118,40 +186,78 @@ def make_server(listeners, args, ssl_context=None) -> UpperServer:
         max_connections=args.max_connections or None,
         shutdown_timeout=args.shutdown_timeout,
         stats_interval=args.stats_interval,
+        metrics=metrics.Exporter() if args.metrics_port else None,
+        proxy_protocol=args.proxy_protocol,
+        proxy_allow_from=args.proxy_allow_from,
+        proxy_header_timeout=args.proxy_header_timeout,
         ssl_context=ssl_context,
         handshake_timeout=args.tls_handshake_timeout,
     )
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
-    ssl_context = None
-    if args.tls_cert:
-        try:
-            ssl_context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
-        except TLSSetupError as exc:
-            return fail(str(exc))
-    raise_open_file_limit()
     try:
-        listeners = open_listeners(args.host, args.port, UpperServer.backlog)
-    except ListenError as exc:
+        ssl_context = tls_context(args)
+    except TLSSetupError as exc:
         return fail(str(exc))
+    raise_open_file_limit()
+    inheritance = inherited()
+    if inheritance is not None:
+        return run_worker(make_server(inheritance.listeners, args, ssl_context), inheritance)
+    listeners = systemd.activated_listeners()
+    if not listeners:
+        try:
+            listeners = open_listeners(args.host, args.port, UpperServer.backlog)
+        except ListenError as exc:
+            return fail(str(exc))
+    if not args.metrics_port:
+        return serve(listeners, args, argv, ssl_context)
+    directory = metrics.prepare()
+    try:
+        try:
+            metrics_server = metrics.serve(args.metrics_host, args.metrics_port)
+        except OSError as exc:
+            shown = format_address(args.metrics_host, args.metrics_port)
+            return fail(f"cannot serve metrics on {shown}: {exc.strerror or exc}")
+        try:
+            return serve(listeners, args, argv, ssl_context)
+        finally:
+            metrics_server.shutdown()
+    finally:
+        metrics.remove(directory)
+
+
+def serve(listeners, args, argv: list[str], ssl_context=None) -> int:
+    """Serve ``listeners`` in this process or in workers until stopped; the exit code."""
     addresses = addresses_text(listeners)
+
+    def ready() -> None:
+        announce(addresses)
+        systemd.notify("READY=1")
+
+    command = worker_command(argv)
+    on_worker_exit = metrics.worker_exited if args.metrics_port else lambda pid: None
     if args.workers > 1:
         supervisor = Supervisor(
-            listeners,
-            args.workers,
-            lambda: make_server(listeners, args, ssl_context),
-            args.shutdown_timeout,
+            listeners, args.workers, command, args.shutdown_timeout, on_worker_exit
         )
-        return supervisor.run(on_ready=lambda: announce(addresses))
-    serve_until_signalled(
-        make_server(listeners, args, ssl_context), on_ready=lambda: announce(addresses)
-    )
+        return supervisor.run(on_ready=ready)
+    handover = Handover(listeners, command) if can_fork() else None
+    server = make_server(listeners, args, ssl_context)
+    outcome = serve_until_signalled(server, ready, on_reload=handover)
+    if outcome is Outcome.HANDED_OVER:
+        supervisor = Supervisor(
+            handover.listeners, 1, command, args.shutdown_timeout, on_worker_exit
+        )
+        return supervisor.run(adopt=handover.worker, pending=handover.pending)
+    if handover is not None:
+        handover.wait_for_abandoned()
     return 0
 
 

@@ -12,9 +12,13 @@ reset never destroys replies the client has not read yet.
 Where the greenlet is parked is the connection's ``State``:
 
 - ``STARTING``: spawned, not yet run.
+- ``READING_PROXY_HEADER``: with ``--proxy-protocol``, waiting for the rest of
+  the PROXY header that must open the connection (``_read_proxy_header``).
+  Bounded by ``Timeouts.proxy_header`` from the accept; the bytes that follow
+  the header go to the session first.
 - ``HANDSHAKING``: a TLS connection waiting for its peer's side of the
   handshake (``upper_server.tls``). Nothing has been read that needs an answer,
-  and the handshake timeout alone bounds it.
+  and the handshake timeout (``Timeouts.handshake``) alone bounds it.
 - ``RUNNING``: between two waits (never seen from outside: see below).
 - ``READING``: waiting for input on the read watcher.
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
@@ -25,9 +29,9 @@ Where the greenlet is parked is the connection's ``State``:
   greenlet that carries on where the last one stopped.
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
-Six *interrupts* come from outside (the server's shutdown and its sweeper):
-``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END``, ``HANDSHAKE_TIMEOUT``
-and ``FORCE_CLOSE``.
+Seven *interrupts* come from outside (the server's shutdown and its sweeper):
+``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END``, ``HEADER_TIMEOUT``,
+``HANDSHAKE_TIMEOUT`` and ``FORCE_CLOSE``.
 ``TRANSITIONS`` says, for each state, what each of them does; it is the only
 place that decides it. An interrupt is applied in a hub callback
 (``Connection.interrupt``), where no greenlet runs, so the connection's
@@ -59,6 +63,8 @@ from gevent import GreenletExit, getcurrent
 
 from upper_gevent import READ, WRITE, switch_to_hub, watch
 from upper_protocol import UpperSession
+from upper_protocol.address import format_address
+from upper_protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 class State(enum.Enum):
     STARTING = "starting"
+    READING_PROXY_HEADER = "reading the PROXY header"
     HANDSHAKING = "handshaking"
     RUNNING = "running"
     READING = "reading"
@@ -85,6 +92,7 @@ class Interrupt(enum.Enum):
     IDLE_TIMEOUT = "idle timeout"  # no byte moved either way for --idle-timeout
     HIBERNATE = "hibernate"  # waited for input for a while: give the greenlet back
     LINGER_END = "linger end"  # the peer did not close within the linger after our FIN
+    HEADER_TIMEOUT = "header timeout"  # no whole PROXY header within --proxy-header-timeout
     HANDSHAKE_TIMEOUT = "handshake timeout"  # no TLS session within --tls-handshake-timeout
     FORCE_CLOSE = "forced close"  # the shutdown timeout has passed
 
@@ -97,39 +105,42 @@ class Action(enum.Enum):
     DROP = "drop"  # a reply nobody reads: close at once, counted as an idle timeout
     HIBERNATE = "hibernate"  # end the greenlet, keep the connection
     END_LINGER = "end linger"  # stop waiting for the peer's close; close now
-    CLOSE = "close"  # close at once: nothing was read that needs an answer
-    FAIL_HANDSHAKE = "fail handshake"  # CLOSE, counted and logged as a failed handshake
+    REJECT = "reject"  # close now without a reply: the PROXY header or TLS handshake too slow
     ABORT = "abort"  # close now, whatever the state
 
 
-A = Action
+A, S = Action, State
 _COLUMNS = (
     Interrupt.STOP,
     Interrupt.IDLE_TIMEOUT,
     Interrupt.HIBERNATE,
     Interrupt.LINGER_END,
+    Interrupt.HEADER_TIMEOUT,
     Interrupt.HANDSHAKE_TIMEOUT,
     Interrupt.FORCE_CLOSE,
 )
 _ROWS = {  # fmt: skip
-    # state            STOP                    IDLE_TIMEOUT  HIBERNATE     LINGER_END    HANDSHAKE_TIMEOUT  FORCE_CLOSE
-    State.STARTING:    (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
-    # Nothing was read yet that needs an answer: a shutdown closes at once.
-    State.HANDSHAKING: (A.CLOSE,               A.IGNORE,     A.IGNORE,     A.IGNORE,     A.FAIL_HANDSHAKE,  A.ABORT),
-    State.RUNNING:     (A.FINISH_AFTER_REPLY,  A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
-    State.READING:     (A.FINISH,              A.CLOSE_IDLE, A.HIBERNATE,  A.IGNORE,     A.IGNORE,          A.ABORT),
+    # state                  STOP                  IDLE_TIMEOUT  HIBERNATE    LINGER_END    HEADER_TIMEOUT HANDSHAKE_TIMEOUT FORCE_CLOSE
+    S.STARTING:             (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    # Nothing of the session is read yet: STOP closes at once; the header timeout,
+    # not the idle one, bounds this state.
+    S.READING_PROXY_HEADER: (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.REJECT,      A.IGNORE,         A.ABORT),
+    # The same for a TLS handshake, bounded by its own timeout.
+    S.HANDSHAKING:          (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.REJECT,         A.ABORT),
+    S.RUNNING:              (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.READING:              (A.FINISH,             A.CLOSE_IDLE, A.HIBERNATE, A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
     # Never cut a reply short on STOP; a client that stops reading is dropped.
-    State.SENDING:     (A.FINISH_AFTER_REPLY,  A.DROP,       A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
+    S.SENDING:              (A.FINISH_AFTER_REPLY, A.DROP,       A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
     # Every reply is out: the linger alone bounds this state, during a shutdown too.
-    State.DRAINING:    (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.END_LINGER, A.IGNORE,          A.ABORT),
-    State.HIBERNATING: (A.FINISH,              A.CLOSE_IDLE, A.IGNORE,     A.IGNORE,     A.IGNORE,          A.ABORT),
-    State.CLOSED:      (A.IGNORE,              A.IGNORE,     A.IGNORE,     A.IGNORE,     A.IGNORE,          A.IGNORE),
+    S.DRAINING:             (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.END_LINGER, A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.HIBERNATING:          (A.FINISH,             A.CLOSE_IDLE, A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.CLOSED:               (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.IGNORE),
 }
 TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
     state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()
 }
 """What each interrupt does in each state: the one place that decides it."""
-del A
+del A, S
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,24 +150,33 @@ class Timeouts:
     idle: float
     linger: float
     hibernate_after: float
+    proxy_header: float = 5.0
     handshake: float = DEFAULT_HANDSHAKE_TIMEOUT
-    """A TLS handshake's whole allowance, from the accept (``HANDSHAKING`` makes no progress
-    that counts: a peer sending one byte at a time must still finish in time)."""
+    """A TLS handshake's whole allowance (``HANDSHAKING`` makes no progress that counts: a
+    peer sending one byte at a time must still finish in time)."""
 
 
 def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | None:
     """The interrupt a connection in ``state`` is due, ``quiet_for`` seconds after it last
-    made progress (any byte in either direction; for ``DRAINING``, since our FIN)."""
-    if state is State.DRAINING:
-        return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
+    made progress (any byte in either direction; for ``DRAINING``, since our FIN;
+    for ``READING_PROXY_HEADER``, since the accept; for ``HANDSHAKING``, since the accept
+    or the PROXY header)."""
+    if state is State.READING_PROXY_HEADER:
+        return Interrupt.HEADER_TIMEOUT if quiet_for >= timeouts.proxy_header else None
     if state is State.HANDSHAKING:
         return Interrupt.HANDSHAKE_TIMEOUT if quiet_for >= timeouts.handshake else None
+    if state is State.DRAINING:
+        return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
     if state in (State.READING, State.SENDING, State.HIBERNATING):
         if timeouts.idle and quiet_for >= timeouts.idle:
             return Interrupt.IDLE_TIMEOUT
     if state is State.READING and quiet_for >= timeouts.hibernate_after:
         return Interrupt.HIBERNATE
     return None
+
+
+class _Rejected(Exception):
+    """The PROXY header was refused: close without a reply."""
 
 
 class Interrupted(Exception):
@@ -183,7 +203,9 @@ class Connection:
         "greenlet",
         "state",
         "active_at",
+        "opened_at",
         "finish_pending",
+        "proxy_header",
         "_watcher",
     )
 
@@ -194,10 +216,14 @@ class Connection:
         self.session = UpperSession()
         self.greenlet = None
         self.state = State.STARTING
-        self.active_at = server.loop.now()
+        self.active_at = self.opened_at = server.loop.now()
         """When a byte last moved either way (``DRAINING``: when our FIN left)."""
         self.finish_pending = server.stopping
         """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
+        self.proxy_header = (
+            ProxyHeaderParser(server.proxy_protocol) if server.proxy_protocol else None
+        )
+        """The PROXY header's parser until the header is read, then None."""
         self._watcher = server.loop.io(sock.fileno(), READ)
 
     # -- control, from the server (any greenlet) -----------------------------
@@ -252,7 +278,8 @@ class Connection:
             try:
                 if interrupted is not None:
                     raise interrupted
-                self._answer(input_ready)
+                if self.proxy_header is None or self._read_proxy_header():
+                    self._answer(input_ready)
             except Interrupted as why:
                 if why.action is Action.HIBERNATE:
                     self._hibernate()
@@ -267,6 +294,8 @@ class Connection:
                 self.active_at = self.server.loop.now()
                 self._send_all(self.session.end_of_input())
             self._close_cleanly()
+        except _Rejected:
+            pass  # counted and logged where it was decided; closed without a reply
         except Interrupted as why:
             if why.action is Action.DROP:
                 log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
@@ -298,6 +327,57 @@ class Connection:
         self.sock.close()
         self.greenlet = None
         self.server.connection_closed(self)
+
+    def _read_proxy_header(self) -> bool:
+        """Read the PROXY header; the client it names becomes ``peer``. Whether the session
+        goes on: the bytes after the header are fed to the session first, and may end it.
+
+        Raises ``_Rejected`` (counted, logged once at info) for a missing, malformed or
+        late header: the connection is then closed without a reply.
+        """
+        parser, stats = self.proxy_header, self.server.stats
+        wait = switch_to_hub(self.server.hub)
+        watch(self._watcher, READ, self.greenlet.switch)
+        header = None
+        try:
+            while header is None:
+                self.state = State.READING_PROXY_HEADER
+                wait()
+                self.state = State.RUNNING
+                try:
+                    data = self.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise ProxyHeaderError("the connection ended before a whole PROXY header")
+                header = parser.feed(data)
+        except ProxyHeaderError as exc:
+            stats.proxy_rejected_invalid += 1
+            log.info("%s: closed: %s", self.peer, exc)
+            raise _Rejected from None
+        except Interrupted as why:
+            if why.action is not Action.REJECT:
+                raise
+            stats.proxy_rejected_timeout += 1
+            timeout = self.server.timeouts.proxy_header
+            log.info("%s: closed: no whole PROXY header within %ss", self.peer, timeout)
+            raise _Rejected from None
+        self.proxy_header = None
+        if header.source is not None:  # LOCAL and UNKNOWN: the socket's address stands
+            self.peer = format_address(*header.source)
+        log.debug("%s: PROXY v%d %s", self.peer, header.version, header.command)
+        self.active_at = self.server.loop.now()
+        return self._take_leftover(header.leftover)
+
+    def _take_leftover(self, leftover: bytes) -> bool:
+        """The bytes that came after the PROXY header are the session's first input (over
+        TLS, the handshake's: ``TLSConnection``). Whether the session goes on."""
+        if leftover:
+            stats = self.server.stats
+            stats.bytes_in += len(leftover)
+            stats.lines_in += leftover.count(b"\n")
+            self._send_all(self.session.feed(leftover))
+        return not self.session.ended
 
     def _answer(self, input_ready: bool) -> None:
         """The receive, uppercase, send loop, until the session ends or must finish."""

@@ -15,6 +15,7 @@ Error handling: a fault in one connection is handled in that connection
 (``upper_server.connection``); accept errors in its ``Acceptor``.
 """
 
+import ipaddress
 import logging
 
 import gevent
@@ -25,6 +26,7 @@ from upper_server.acceptor import Acceptor
 from upper_server.connection import RECV_SIZE, Connection, Interrupt, Timeouts
 from upper_server.limits import default_max_connections
 from upper_server.memory import release_freed_memory
+from upper_server.metrics import EXPORT_INTERVAL
 from upper_server.stats import ServerStats
 from upper_server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSConnection
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_LINGER_TIMEOUT = 5.0
+DEFAULT_PROXY_ALLOW_FROM = "127.0.0.1/32,::1/128"
+DEFAULT_PROXY_HEADER_TIMEOUT = 5.0
 HIBERNATE_AFTER = 1.0
 """Seconds a connection waits for input before its greenlet is given back."""
 
@@ -66,6 +70,10 @@ class UpperServer:
         linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
         stats_interval: float = 0,
         hibernate_after: float = HIBERNATE_AFTER,
+        metrics=None,
+        proxy_protocol: str | None = None,
+        proxy_allow_from=None,
+        proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
         ssl_context=None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
@@ -76,10 +84,16 @@ class UpperServer:
         self.shutdown_timeout = shutdown_timeout
         self.linger_timeout = linger_timeout
         self.stats_interval = stats_interval
+        self.proxy_protocol = proxy_protocol
+        """``v1``, ``v2`` or ``any``: every connection begins with a PROXY header; or None."""
+        if proxy_allow_from is None:
+            proxy_allow_from = DEFAULT_PROXY_ALLOW_FROM.split(",")
+        self.proxy_allow_from = [ipaddress.ip_network(net) for net in proxy_allow_from]
         self.timeouts = Timeouts(
             idle=idle_timeout,
             linger=linger_timeout,
             hibernate_after=hibernate_after,
+            proxy_header=proxy_header_timeout,
             handshake=handshake_timeout,
         )
         self.ssl_context = ssl_context
@@ -89,6 +103,8 @@ class UpperServer:
         self.loop = self.hub.loop
         self.receive_buffer = bytearray(RECV_SIZE)
         self.stats = ServerStats()
+        self.metrics = metrics
+        """A ``metrics.Exporter``, or None (no ``--metrics-port``)."""
         self.connections: set[Connection] = set()
         self.stopping = False
         self.acceptors = [Acceptor(listener, self) for listener in listeners]
@@ -122,12 +138,27 @@ class UpperServer:
         self._helpers.append(gevent.spawn(self._sweep))
         if self.stats_interval:
             self._helpers.append(gevent.spawn(self._log_stats))
+        if self.metrics is not None:
+            self._helpers.append(gevent.spawn(self._export_metrics))
         log.debug("serving on %s, at most %d connections", self.address_text, self.max_connections)
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets; connections carry on."""
         for acceptor in self.acceptors:
             acceptor.close()
+
+    def drain(self, interrupted: Event | None = None) -> None:
+        """Stop accepting, let the sessions end on their own, then ``stop()``.
+
+        The sessions get ``shutdown_timeout`` (or until ``interrupted`` is set)
+        to end as their clients end them; those still open then get what
+        ``stop()`` gives them. This is how a replaced worker leaves: a reload
+        ends no session that finishes within the shutdown timeout.
+        """
+        self.close()
+        waits = [self._all_closed] if interrupted is None else [self._all_closed, interrupted]
+        gevent.wait(waits, count=1, timeout=self.shutdown_timeout)
+        self.stop()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let every connection finish cleanly, force-close stragglers."""
@@ -146,6 +177,8 @@ class UpperServer:
             self._all_closed.wait(1.0)
         for helper in self._helpers:
             helper.kill(block=False)
+        if self.metrics is not None:
+            self.metrics.export(self.stats)
 
     # -- connections ----------------------------------------------------------
 
@@ -154,6 +187,12 @@ class UpperServer:
 
     def register(self, sock, address) -> None:
         """Take an accepted socket: count it and start its connection."""
+        if self.proxy_protocol is not None and not self._may_send_proxy_headers(address[0]):
+            # Only a trusted balancer may name the client: anyone else could claim any address.
+            self.stats.proxy_rejected_source += 1
+            log.info("%s: closed: not in --proxy-allow-from", format_address(*address[:2]))
+            sock.close()
+            return
         connection = self._connection_type(sock, format_address(*address[:2]), self)
         self.connections.add(connection)
         self._all_closed.clear()
@@ -162,10 +201,19 @@ class UpperServer:
         log.debug("%s: connected", connection.peer)
         connection.start()
 
+    def _may_send_proxy_headers(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.proxy_allow_from)
+
     def connection_closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
         self.stats.open_connections -= 1
         log.debug("%s: closed", connection.peer)
+        if self.metrics is not None:
+            self.metrics.session_ended(self.loop.now() - connection.opened_at)
         if not self.connections:
             self._all_closed.set()
         if not self.stopping:
@@ -179,6 +227,8 @@ class UpperServer:
         interval = self.sweep_interval
         if self.idle_timeout:
             interval = min(interval, max(0.05, self.idle_timeout / 4))
+        if self.proxy_protocol is not None:
+            interval = min(interval, max(0.05, self.timeouts.proxy_header / 4))
         if self.ssl_context is not None:
             interval = min(interval, max(0.05, self.timeouts.handshake / 4))
         timeouts = self.timeouts
@@ -198,6 +248,11 @@ class UpperServer:
                 gevent.sleep(0)
                 release_freed_memory()
                 trimmed_at = now
+
+    def _export_metrics(self) -> None:
+        while True:
+            gevent.sleep(EXPORT_INTERVAL)
+            self.metrics.export(self.stats)
 
     def _log_stats(self) -> None:
         while True:

@@ -14,6 +14,9 @@ class ServerStats:
     errors: int = 0
     idle_timeouts: int = 0
     accept_errors: int = 0
+    proxy_rejected_source: int = 0  # not in --proxy-allow-from
+    proxy_rejected_invalid: int = 0  # missing or malformed PROXY header
+    proxy_rejected_timeout: int = 0  # no whole header within --proxy-header-timeout
     failed_handshakes: int = 0
 
     def snapshot(self) -> dict[str, int]:

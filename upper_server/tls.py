@@ -166,12 +166,11 @@ class TLSConnection(Connection):
                 self._incoming.write(received[:size])
             self._flush_handshake()
         except Interrupted as why:
-            if why.action is Action.CLOSE:
-                raise HandshakeFailed("the server is shutting down") from None
-            if why.action is Action.FAIL_HANDSHAKE:
-                raise HandshakeFailed(
-                    f"not done within {self.server.timeouts.handshake}s"
-                ) from None
+            # FINISH (a shutdown) goes on to Connection._run: nothing to answer, and no
+            # session to close, so the connection just closes.
+            if why.action is Action.REJECT:
+                timeout = self.server.timeouts.handshake
+                raise HandshakeFailed(f"not done within {timeout}s") from None
             raise
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise HandshakeFailed(f"connection lost: {exc.strerror}") from None
@@ -199,6 +198,11 @@ class TLSConnection(Connection):
                     wait()
         finally:
             watch(self._watcher, READ, self.greenlet.switch)
+
+    def _take_leftover(self, leftover: bytes) -> bool:
+        """What came after a PROXY header is the start of the TLS handshake."""
+        self._incoming.write(leftover)
+        return True
 
     # -- the answer loop over TLS ---------------------------------------------
 

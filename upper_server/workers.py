@@ -1,47 +1,71 @@
-"""Pre-forked workers sharing the listening sockets, and the parent that supervises them.
+"""Worker processes sharing the listening sockets, and the parent that supervises them.
 
-The parent never starts a gevent hub: it forks first, and each worker builds its
-own server on the inherited sockets, so the kernel spreads connections over the
-workers. The design uses only what every POSIX system has (``fork``,
-``pipe``, ``signal.set_wakeup_fd``, ``select``), so the same code runs on Linux
-and macOS; Linux-only calls such as ``sigtimedwait`` and ``prctl`` are not used.
+Every worker is a fresh interpreter (``python -m upper_server`` with the same
+arguments) that inherits the listening sockets, so the kernel spreads
+connections over the workers, and a reload runs the code as it is on disk
+*now*: a worker forked from the parent would run the parent's old code. The
+worker learns what it inherited from one environment variable,
+``UPPER_WORKER`` (``listen=3,4;lifeline=5;ready=6``), as a socket-activated
+server learns it from ``LISTEN_FDS``; it is not a command-line flag, so users
+never see it. The design uses only what every POSIX system has (``fork`` and
+``exec`` through ``subprocess``, ``pipe``, ``signal.set_wakeup_fd``,
+``select``), so the same code runs on Linux and macOS.
 
 The parent's wait: its signal handlers do nothing; ``set_wakeup_fd`` makes the
 interpreter write each arriving signal's number to a pipe, and the parent
-``select``s on that pipe. A signal that arrives at any moment, even just before
-the ``select``, leaves a byte in the pipe, so no signal is ever missed, and the
-signal numbers are read in the normal flow of the program.
+``select``s on that pipe and on the workers' *ready pipes*. A signal that
+arrives at any moment leaves a byte in the pipe, so none is ever missed, and
+signals are handled in the normal flow of the program.
 
-The workers' tie to the parent: a pipe (the "lifeline") whose only write end
-the parent holds. Each worker watches the read end; when the parent dies,
-however it dies (SIGKILL included), the kernel closes the write end and every
-worker reads end of file. ``prctl(PR_SET_PDEATHSIG)`` would do this on Linux
-only, and has a race at fork that the pipe does not have: a parent that died
-before the worker looked has already closed its end.
+Readiness: each worker gets the write end of its own ready pipe and writes one
+byte once it serves (its handlers are in place and its server accepts). End of
+file without that byte means it died before serving.
+
+The *lifeline*: a pipe whose only write end the parent holds, one per
+*generation* of workers. Each worker watches the read end; end of file means
+"you are being replaced, or the parent is gone": the worker closes its
+listening sockets and lets its sessions end on their own, for at most
+``--shutdown-timeout``, then stops as on SIGTERM. The parent retires a whole
+generation by closing that generation's write end; when the parent dies,
+however it dies (SIGKILL included), the kernel closes them all.
+
+Reload (SIGHUP): a new generation starts on the same sockets; only once every
+new worker has said it serves is the old generation's lifeline closed. Until
+then both accept from the same sockets, so no connection is refused and none
+is reset. If a new worker exits or is not serving within ``READY_TIMEOUT``,
+the new generation is retired instead, the old one keeps serving, and the
+reason is logged.
 """
+
+from __future__ import annotations
 
 import errno
 import logging
 import os
 import select
 import signal
+import socket
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 
-import gevent
-from gevent.event import Event
-from gevent.socket import wait_read
-
-from upper_server.serving import STOP_SIGNALS, serve_until_signalled
+from upper_server import systemd
+from upper_server.serving import RELOAD_SIGNAL, STOP_SIGNALS, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
+WORKER_VARIABLE = "UPPER_WORKER"
 RESTART_BACKOFF_MAX = 5.0
 STOP_GRACE = 5.0
+READY_TIMEOUT = 30.0
+"""Seconds a new worker gets to import the code and serve before it counts as failed."""
 _CHECK_INTERVAL = 1.0
+_HANDLED_SIGNALS = (*STOP_SIGNALS, RELOAD_SIGNAL) if RELOAD_SIGNAL else STOP_SIGNALS
 
 
 def can_fork() -> bool:
-    """Whether pre-forked workers can run here (not on Windows)."""
+    """Whether worker processes can run here (not on Windows)."""
     return hasattr(os, "fork")
 
 
@@ -52,11 +76,73 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-class Supervisor:
-    """Keeps ``count`` workers running until SIGTERM or SIGINT, then stops them all.
+class Lifeline:
+    """One generation's pipe: closing the write end retires every worker holding the read end."""
 
-    ``make_server()`` runs in each worker and returns the ``UpperServer`` (not yet
-    started) that the worker serves on the inherited listening sockets.
+    def __init__(self) -> None:
+        self.read, self.write = os.pipe()
+
+    def close(self) -> None:
+        for fd in (self.read, self.write):
+            if fd >= 0:
+                os.close(fd)
+        self.read = self.write = -1
+
+
+@dataclass(eq=False)
+class Worker:
+    process: subprocess.Popen
+    ready_pipe: int  # the parent's read end; -1 once it has said something or ended
+    lifeline: Lifeline
+    ready: bool = False
+    failed: bool = False  # ended before it served
+    retire_by: float | None = None  # when it is killed if still running
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+
+def spawn_worker(command: list[str], listeners, lifeline: Lifeline) -> Worker:
+    """Start ``command`` as a worker on ``listeners``, tied to ``lifeline``.
+
+    The stop signals stay blocked across the start (a blocked mask survives
+    ``exec``) until the worker's own handlers are in place, so a SIGTERM sent
+    to a worker just born is a graceful stop, not a sudden death.
+    """
+    ready_read, ready_write = os.pipe()
+    fds = [listener.fileno() for listener in listeners]
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
+    env[WORKER_VARIABLE] = (
+        f"listen={','.join(map(str, fds))};lifeline={lifeline.read};ready={ready_write}"
+    )
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, env=env, pass_fds=(*fds, lifeline.read, ready_write)
+        )
+    except BaseException:
+        os.close(ready_read)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(ready_write)
+    os.set_blocking(ready_read, False)
+    log.debug("worker %d started", process.pid)
+    return Worker(process, ready_read, lifeline)
+
+
+class Supervisor:
+    """Keeps ``count`` workers (``command``) running until SIGTERM or SIGINT; reloads on SIGHUP.
 
     Resource handling:
 
@@ -65,59 +151,94 @@ class Supervisor:
       once: from the moment the signal arrives no process holds a listening
       socket that nobody will accept from, so new connections are refused.
       Workers get ``shutdown_timeout`` + ``STOP_GRACE`` seconds, then are
-      killed; every one is reaped before ``run()`` returns. Signals stay
-      blocked across each ``fork`` until the worker has its own handlers, so a
-      SIGTERM sent to a worker just born is a graceful stop, not lost. A worker
-      keeps nothing of the parent's supervision: no handlers, no wakeup pipe,
-      no write end of the lifeline.
+      killed; retired workers get twice the shutdown timeout (their sessions
+      first end on their own, then as on SIGTERM). Every worker is reaped
+      before ``run()`` returns.
 
     Error handling:
 
       A worker that dies is logged and replaced, after a pause that doubles
       (up to ``RESTART_BACKOFF_MAX``) while workers keep dying, so a worker that
-      fails at start cannot make the parent fork in a tight loop; signals are
-      still heard during the pause. A worker's unexpected exception is logged
-      with its traceback and ends that worker only (exit code 1).
+      fails at start cannot make the parent spawn in a tight loop; signals are
+      still heard during the pause. Workers that fail to start at first make
+      ``run()`` return 1; a reload whose workers fail keeps the old ones.
     """
 
-    def __init__(self, listeners, count: int, make_server, shutdown_timeout: float = 10.0):
+    def __init__(
+        self,
+        listeners,
+        count: int,
+        command: list[str],
+        shutdown_timeout: float = 10.0,
+        on_worker_exit=lambda pid: None,
+    ):
         self.listeners = listeners
         self.count = count
-        self.make_server = make_server
+        self.command = command
         self.shutdown_timeout = shutdown_timeout
-        self.workers: dict[int, float] = {}  # pid -> when it started
+        self.on_worker_exit = on_worker_exit
+        self.workers: dict[int, Worker] = {}
+        self.lifeline: Lifeline | None = None
         self._restart_delay = 0.0
         self._restart_at: float | None = None
         self._wakeup_read = self._wakeup_write = -1
-        self._lifeline_read = self._lifeline_write = -1
         self._previous_handlers = {}
 
-    def run(self, on_ready=lambda: None) -> int:
-        self._lifeline_read, self._lifeline_write = os.pipe()
+    def run(self, on_ready=lambda: None, adopt: Worker | None = None, pending=frozenset()) -> int:
+        """Supervise until told to stop; the exit code.
+
+        ``adopt`` is a worker already serving (a single process that handed its
+        sockets over), with its lifeline; ``pending`` the signals that arrived
+        during the handover, handled first.
+        """
         self._wakeup_read, self._wakeup_write = os.pipe()
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
         self._install_handlers()
         try:
-            for _ in range(self.count):
-                self._spawn()
+            if adopt is not None:
+                self.lifeline = adopt.lifeline
+                self.workers[adopt.pid] = adopt
+            else:
+                self.lifeline = Lifeline()
+                started, why, arrived = self._start_generation()
+                if not started:
+                    if not arrived & set(STOP_SIGNALS):
+                        log.error("workers failed to start: %s", why)
+                    self._stop_all()
+                    return 0 if arrived & set(STOP_SIGNALS) else 1
             on_ready()
+            arrived = set(pending)
             while True:
-                if self._wait_for_signals(self._next_wait()) & set(STOP_SIGNALS):
+                arrived |= self._wait(self._next_wait())
+                if arrived & set(STOP_SIGNALS):
+                    systemd.notify("STOPPING=1")
                     log.info("shutting down %d worker(s)", len(self.workers))
                     return self._stop_all()
+                if RELOAD_SIGNAL in arrived:
+                    arrived = self._reload()
+                else:
+                    arrived = set()
                 self._replace_dead_workers()
+                self._kill_overdue()
         finally:
             self._restore_handlers()
-            self._close_pipes(self._lifeline_read, self._lifeline_write)
+            for fd in (self._wakeup_read, self._wakeup_write):
+                os.close(fd)
+            for worker in self.workers.values():
+                worker.lifeline.close()
+            if self.lifeline is not None:
+                self.lifeline.close()
 
-    # -- signals --------------------------------------------------------------
+    # -- signals and the wait -------------------------------------------------
 
     def _install_handlers(self) -> None:
         signal.set_wakeup_fd(self._wakeup_write)
-        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
+        for signum in (*_HANDLED_SIGNALS, signal.SIGCHLD):
             # Only the byte set_wakeup_fd writes matters; the handler itself does nothing.
             self._previous_handlers[signum] = signal.signal(signum, _note_signal)
+        # A handover from single-process mode blocked these until now (serving.py).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -125,23 +246,34 @@ class Supervisor:
         self._previous_handlers.clear()
         signal.set_wakeup_fd(-1)
 
-    def _close_pipes(self, *others: int) -> None:
-        for fd in (self._wakeup_read, self._wakeup_write, *others):
-            os.close(fd)
-
-    def _wait_for_signals(self, timeout: float) -> set[int]:
-        """The signals that arrive within ``timeout`` seconds (empty if none)."""
-        ready, _, _ = select.select([self._wakeup_read], [], [], timeout)
+    def _wait(self, timeout: float) -> set[int]:
+        """Wait up to ``timeout`` s for a signal or a worker's readiness; the signals."""
+        pipes = {w.ready_pipe: w for w in self.workers.values() if w.ready_pipe >= 0}
+        readable, _, _ = select.select([self._wakeup_read, *pipes], [], [], timeout)
         arrived = set()
-        while ready:
-            try:
-                data = os.read(self._wakeup_read, 512)
-            except BlockingIOError:
-                break
-            if not data:
-                break
-            arrived.update(data)
+        for fd in readable:
+            if fd == self._wakeup_read:
+                arrived |= _drain_signals(fd)
+            else:
+                self._heard_from(pipes[fd])
         return arrived
+
+    def _heard_from(self, worker: Worker) -> None:
+        try:
+            said = os.read(worker.ready_pipe, 1)
+        except BlockingIOError:
+            return
+        os.close(worker.ready_pipe)
+        worker.ready_pipe = -1
+        if said:
+            worker.ready = True
+            log.debug("worker %d serving", worker.pid)
+        else:
+            worker.failed = True
+            try:
+                worker.process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
 
     def _next_wait(self) -> float:
         if self._restart_at is None:
@@ -150,76 +282,112 @@ class Supervisor:
 
     # -- workers --------------------------------------------------------------
 
-    def _spawn(self) -> None:
-        # Blocked until the worker's own handlers are in place (see Resource handling).
-        parent_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            pid = os.fork()
-            if pid == 0:
-                os._exit(self._worker_main(parent_mask))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
-        self.workers[pid] = time.monotonic()
-        log.debug("worker %d started", pid)
+    def _spawn(self) -> Worker:
+        worker = spawn_worker(self.command, self.listeners, self.lifeline)
+        self.workers[worker.pid] = worker
+        return worker
 
-    def _worker_main(self, parent_mask) -> int:
-        try:
-            # Nothing of the parent's supervision survives in the worker, and the worker
-            # holds no write end of the lifeline: only the parent's keeps it open.
-            self._restore_handlers()
-            self._close_pipes(self._lifeline_write)
-            server = self.make_server()
-            serve_worker(
-                server,
-                self._lifeline_read,
-                on_ready=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask),
-            )
-            return 0
-        except BaseException:
-            log.exception("worker %d failed", os.getpid())
-            return 1
+    def _start_generation(self) -> tuple[bool, str, set[int]]:
+        """Start ``count`` workers on ``self.lifeline`` and wait until all serve.
+
+        Returns whether they all serve, why not, and the signals that arrived meanwhile
+        (a stop signal ends the wait).
+        """
+        new = [self._spawn() for _ in range(self.count)]
+        deadline = time.monotonic() + READY_TIMEOUT
+        arrived: set[int] = set()
+        while True:
+            failed = [worker for worker in new if worker.failed]
+            if failed:
+                worker = failed[0]
+                return False, f"worker {worker.pid} {worker.exit_description()}", arrived
+            if all(worker.ready for worker in new):
+                return True, "", arrived
+            if arrived & set(STOP_SIGNALS):
+                return False, "stopped", arrived
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False, f"not serving after {READY_TIMEOUT}s", arrived
+            arrived |= self._wait(min(remaining, _CHECK_INTERVAL))
+
+    def _reload(self) -> set[int]:
+        """Replace every worker with one running the code on disk now; signals heard meanwhile."""
+        systemd.notify_reloading()
+        old_lifeline = self.lifeline
+        old = [w for w in self.workers.values() if w.lifeline is old_lifeline]
+        log.info("reloading: starting %d new worker(s)", self.count)
+        self.lifeline = Lifeline()
+        started, why, arrived = self._start_generation()
+        if started:
+            retiring, kept = old_lifeline, self.lifeline
+        else:
+            retiring, kept = self.lifeline, old_lifeline
+        self.lifeline = kept
+        retire_by = time.monotonic() + 2 * self.shutdown_timeout + STOP_GRACE
+        for worker in self.workers.values():
+            if worker.lifeline is retiring:
+                worker.retire_by = retire_by
+        retiring.close()  # every worker of that generation stops accepting and drains
+        if started:
+            new = sorted(w.pid for w in self.workers.values() if w.lifeline is kept)
+            log.info("reloaded: workers %s replace %s", _pids(new), _pids(w.pid for w in old))
+        elif "stopped" != why:
+            log.error("reload failed: %s; the old workers keep serving", why)
+        systemd.notify("READY=1")
+        return arrived
 
     def _reap(self):
-        """Yield (pid, exit description) for every worker that has exited."""
-        while self.workers:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if self.workers.pop(pid, None) is not None:
-                if os.WIFSIGNALED(status):
-                    yield pid, f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-                else:
-                    yield pid, f"exit code {os.waitstatus_to_exitcode(status)}"
+        """Yield every worker that has exited (and forget it)."""
+        for worker in list(self.workers.values()):
+            if worker.process.poll() is not None:
+                del self.workers[worker.pid]
+                if worker.ready_pipe >= 0:
+                    os.close(worker.ready_pipe)
+                    worker.ready_pipe = -1
+                self.on_worker_exit(worker.pid)
+                yield worker
 
     def _replace_dead_workers(self) -> None:
-        for pid, how in self._reap():
-            log.warning("worker %d died (%s); starting a new one", pid, how)
-        if len(self.workers) == self.count:
+        for worker in self._reap():
+            if worker.retire_by is None:
+                log.warning(
+                    "worker %d died (%s); starting a new one",
+                    worker.pid,
+                    worker.exit_description(),
+                )
+            else:
+                log.debug("retired worker %d ended (%s)", worker.pid, worker.exit_description())
+        current = [w for w in self.workers.values() if w.lifeline is self.lifeline]
+        if len(current) >= self.count:
             return
         now = time.monotonic()
         if self._restart_at is None:
             self._restart_at = now + self._restart_delay
         if now < self._restart_at:
             return  # the main loop wakes up in time, and still hears signals meanwhile
-        while len(self.workers) < self.count:
+        for _ in range(self.count - len(current)):
             self._spawn()
         self._restart_at = None
         self._restart_delay = min(RESTART_BACKOFF_MAX, max(0.1, self._restart_delay * 2))
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.retire_by is not None and now >= worker.retire_by:
+                log.warning("retired worker %d did not stop in time; killing it", worker.pid)
+                _signal(worker.pid, signal.SIGKILL)
+                worker.retire_by = float("inf")
 
     def _stop_all(self) -> int:
         # First of all: nobody will accept from the parent's copies, so close them now.
         for listener in self.listeners:
             listener.close()
-        for pid in self.workers:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.shutdown_timeout + STOP_GRACE
-        self._wait_for_workers(deadline)
-        for pid in self.workers:
-            log.warning("worker %d did not stop in time; killing it", pid)
-            _signal(pid, signal.SIGKILL)
+        for worker in self.workers.values():
+            _signal(worker.pid, signal.SIGTERM)
+        self._wait_for_workers(time.monotonic() + self.shutdown_timeout + STOP_GRACE)
+        for worker in self.workers.values():
+            log.warning("worker %d did not stop in time; killing it", worker.pid)
+            _signal(worker.pid, signal.SIGKILL)
         self._wait_for_workers(float("inf"))
         return 0
 
@@ -229,23 +397,71 @@ class Supervisor:
             remaining = deadline - time.monotonic()
             if not self.workers or remaining <= 0:
                 return
-            self._wait_for_signals(min(remaining, 0.1))
+            self._wait(min(remaining, 0.1))
 
 
-def serve_worker(server, lifeline_fd: int, on_ready) -> None:
-    """A worker's life: serve until SIGTERM, SIGINT, or the parent's death."""
-    stop_requested = Event()
+# -- the worker's side ---------------------------------------------------------------
 
-    def watch_parent() -> None:
-        wait_read(lifeline_fd)  # only end of file ever arrives: nobody writes
-        log.warning("worker %d: the parent is gone; stopping", os.getpid())
-        stop_requested.set()
 
-    watcher = gevent.spawn(watch_parent)
+@dataclass(frozen=True)
+class Inheritance:
+    """What a worker inherited from its parent (``UPPER_WORKER``)."""
+
+    listeners: list[socket.socket]
+    lifeline: int
+    ready: int
+
+
+def inherited(environ=os.environ) -> Inheritance | None:
+    """The sockets and pipes this process inherited as a worker, or ``None`` if it is not one."""
+    spec = environ.pop(WORKER_VARIABLE, None)
+    if spec is None:
+        return None
+    fields = dict(part.split("=", 1) for part in spec.split(";"))
+    listeners = []
+    for fd in fields["listen"].split(","):
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        listeners.append(sock)
+    return Inheritance(listeners, int(fields["lifeline"]), int(fields["ready"]))
+
+
+def run_worker(server, inheritance: Inheritance) -> int:
+    """A worker's life: serve until SIGTERM or SIGINT, or drain once its lifeline ends."""
+    if RELOAD_SIGNAL:
+        # A SIGHUP to the whole process group (a closed terminal) is the parent's business.
+        signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
+
+    def ready() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        try:
+            os.write(inheritance.ready, b"1")
+        except BrokenPipeError:
+            pass  # the parent gave up on this worker; its lifeline has ended too
+        os.close(inheritance.ready)
+
     try:
-        serve_until_signalled(server, on_ready=on_ready, stop_requested=stop_requested)
-    finally:
-        watcher.kill(block=False)
+        serve_until_signalled(server, on_ready=ready, lifeline=inheritance.lifeline)
+    except BaseException:
+        log.exception("worker %d failed", os.getpid())
+        return 1
+    return 0
+
+
+def _drain_signals(fd: int) -> set[int]:
+    arrived = set()
+    while True:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return arrived
+        if not data:
+            return arrived
+        arrived.update(data)
+
+
+def _pids(pids) -> str:
+    return ",".join(str(pid) for pid in sorted(pids))
 
 
 def _note_signal(signum, frame) -> None:
@@ -260,3 +476,8 @@ def _signal(pid: int, signum: int) -> None:
     except OSError as exc:
         if exc.errno != errno.ESRCH:
             raise
+
+
+def worker_command(argv: list[str]) -> list[str]:
+    """How a worker is started: this same program, afresh, with the same arguments."""
+    return [sys.executable, "-m", "upper_server", *argv]
