@@ -24,6 +24,12 @@ driver-bound: there the driver may be what limits the rate) and the
 server's (a row where neither is near 100 % was limited by something else,
 such as other processes on a shared machine), RSS per idle
 connection read ``--settle`` seconds (default 5) after the last reply, errors.
+
+Loads 6 and 7, ping-pong and idle memory over TLS, give every TLS-capable server (``upper`` and the
+asyncio/uvloop peers, with their framework's own ``ssl=`` transport) a test
+certificate made for the run (trustme), and drives it with the native driver's
+OpenSSL build (``--tls-cafile``: the certificate is verified, every reply
+checked byte by byte). Servers without TLS show "no TLS option" there.
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.native import LoadDriver, load_driver
-from benchmarks.peers import PEERS
+from benchmarks.native import LoadDriver, NativeDriverUnavailable, driver_binary, load_driver
+from benchmarks.peers import PEERS, TLS_PEERS
 from upper_server.launcher import ServerFailedToStart, ServerProcess
 
 SERVERS: dict[str, list[str]] = {
@@ -51,6 +57,8 @@ SERVERS: dict[str, list[str]] = {
     **PEERS,
 }
 DEFAULT_SERVERS = ["upper", "gevent-lean", "uvloop-protocol", "asyncio-protocol"]
+TLS_SERVERS = {"upper", *TLS_PEERS}
+"""The servers that take ``--tls-cert FILE --tls-key FILE``; the others skip TLS loads."""
 RATIO_BASES = ("uvloop-protocol", "gevent-lean")
 """Every figure is also given as a ratio to these servers' (when they ran)."""
 DRIVER_BOUND = 0.9
@@ -69,6 +77,8 @@ class Load:
     idle: bool = False
     settle: float = 0.0
     """Idle: seconds of silence after the last reply before the server's RSS is read."""
+    tls: bool = False
+    """Over TLS: the server gets a certificate, the driver (native, OpenSSL build) verifies it."""
 
 
 LOADS = [
@@ -86,6 +96,11 @@ LOADS = [
     Load("idle", "5. idle memory: 10,000 idle conns",
          ("--mode", "idle", "--connections", "10000", "--connect-rate", "5000",
           "--ramp-timeout", "30"), 2.0, warmup=0.0, idle=True, settle=DEFAULT_SETTLE),
+    Load("pingpong-tls", "6. ping-pong over TLS: 50 conns, one 16 B line in flight",
+         ("--mode", "pingpong", "--connections", "50", "--line-size", "16"), 4.0, tls=True),
+    Load("idle-tls", "7. idle memory over TLS: 10,000 idle conns",
+         ("--mode", "idle", "--connections", "10000", "--connect-rate", "5000",
+          "--ramp-timeout", "30"), 2.0, warmup=0.0, idle=True, settle=DEFAULT_SETTLE, tls=True),
 ]
 HOLD_19K = Load("hold19k", "19,000 concurrent connections in one process",
                 ("--mode", "idle", "--connections", "19000", "--connect-rate", "5000",
@@ -110,8 +125,29 @@ class Measurement:
     raw: dict = field(default_factory=dict)
 
 
-def start_server(name: str, cpu: int) -> ServerProcess:
-    command = [*SERVERS[name], "--host", "127.0.0.1", "--port", "0"]
+_CERTIFICATES: list[Path] = []
+
+
+def tls_files() -> tuple[Path, Path, Path]:
+    """(certificate, key, CA) for 127.0.0.1, made once per run with trustme (test CA)."""
+    if not _CERTIFICATES:
+        import tempfile
+
+        import trustme
+
+        folder = Path(tempfile.mkdtemp(prefix="upper-bench-tls-"))
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        for name, blob in (("cert.pem", leaf.cert_chain_pems[0]),
+                           ("key.pem", leaf.private_key_pem), ("ca.pem", ca.cert_pem)):
+            blob.write_to_path(str(folder / name))
+            _CERTIFICATES.append(folder / name)
+    cert, key, ca = _CERTIFICATES
+    return cert, key, ca
+
+
+def start_server(name: str, cpu: int, extra: tuple[str, ...] = ()) -> ServerProcess:
+    command = [*SERVERS[name], "--host", "127.0.0.1", "--port", "0", *extra]
     return ServerProcess(command=command, cpu=cpu, stderr=subprocess.DEVNULL).start(
         STARTUP_TIMEOUT
     )
@@ -126,8 +162,22 @@ def measure(
     name: str, load: Load, server_cpu: int, driver_cpus: set[int], driver: LoadDriver
 ) -> Measurement:
     result = Measurement(name, load.name)
+    server_args: tuple[str, ...] = ()
+    driver_command = driver.command
+    if load.tls:
+        if name not in TLS_SERVERS:
+            result.failed = "no TLS option"
+            return result
+        try:
+            driver_command = (str(driver_binary(tls=True)),)
+        except NativeDriverUnavailable as exc:
+            result.failed = f"TLS load: {exc}"
+            return result
+        cert, key, ca = tls_files()
+        server_args = ("--tls-cert", str(cert), "--tls-key", str(key))
+        driver_command = (*driver_command, "--tls-cafile", str(ca))
     try:
-        server = start_server(name, server_cpu)
+        server = start_server(name, server_cpu, server_args)
         port = server.port
     except ServerFailedToStart as exc:
         result.failed = str(exc)
@@ -138,7 +188,7 @@ def measure(
         time.sleep(0.3)
         rss_before = watched.memory_info().rss
         command = [
-            *driver.command, "--port", str(port),
+            *driver_command, "--port", str(port),
             "--duration", str(load.duration), "--warmup", str(load.warmup),
             *load.driver_args,
         ]
@@ -387,9 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {driver.why_fallback}", file=sys.stderr)
     print(f"bench: load driver: {driver.label}", file=sys.stderr)
     loads = [
-        Load(load.name, load.title, load.driver_args, max(1.0, load.duration * args.scale),
-             max(0.5, load.warmup * args.scale) if not load.idle else load.warmup, load.idle,
-             args.settle if load.idle else 0.0)
+        dataclasses.replace(
+            load, duration=max(1.0, load.duration * args.scale),
+            warmup=max(0.5, load.warmup * args.scale) if not load.idle else load.warmup,
+            settle=args.settle if load.idle else 0.0)
         for load in LOADS if load.name in args.loads
     ]
     runs: dict[tuple[str, str], list[Measurement]] = {}

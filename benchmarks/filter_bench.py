@@ -1,12 +1,13 @@
 """Throughput of ``python -m upper_client`` as a Unix filter.
 
-    python -m benchmarks.filter_bench [--megabytes 100] [--runs 3]
+    python -m benchmarks.filter_bench [--megabytes 100] [--runs 3] [--tls]
 
 Writes a text file (mixed ASCII and Spanish/German text, so both of the
 server's uppercase paths run), starts ``python -m upper_server`` on a free port,
 times ``python -m upper_client < file > out`` end to end (process start-up
 included), checks the output byte for byte against ``str.upper()``, and prints
-MB/s per run and the median.
+MB/s per run and the median. With ``--tls`` the server gets a test certificate
+made for the run (trustme) and the client verifies it (``--cafile``).
 """
 
 import argparse
@@ -42,21 +43,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=100.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tls", action="store_true", help="server and client speak TLS")
     args = parser.parse_args()
+    server_args: tuple[str, ...] = ()
+    client_args: tuple[str, ...] = ()
+    if args.tls:
+        from benchmarks.bench import tls_files
+
+        cert, key, ca = tls_files()
+        server_args = ("--tls-cert", str(cert), "--tls-key", str(key))
+        client_args = ("--cafile", str(ca))
     with tempfile.TemporaryDirectory() as workdir:
         source = os.path.join(workdir, "libro.txt")
         result = os.path.join(workdir, "LIBRO.txt")
         size = write_corpus(source, args.megabytes)
         with open(source, "rb") as handle:
             expected = handle.read().decode().upper().encode()
-        with ServerProcess("--log-level", "warning") as server:
+        with ServerProcess("--log-level", "warning", *server_args) as server:
             port = server.port
             rates = []
             for run in range(1, args.runs + 1):
                 with open(source, "rb") as stdin, open(result, "wb") as stdout:
                     began = time.perf_counter()
                     subprocess.run(
-                        [sys.executable, "-m", "upper_client", "--port", str(port)],
+                        [sys.executable, "-m", "upper_client", "--port", str(port), *client_args],
                         stdin=stdin,
                         stdout=stdout,
                         check=True,
@@ -69,7 +79,8 @@ def main() -> int:
                         return 1
                 rates.append(size / elapsed / 1e6)
                 print(f"run {run}: {size / 1e6:.1f} MB in {elapsed:.2f} s = {rates[-1]:.1f} MB/s")
-            print(f"median: {statistics.median(rates):.1f} MB/s (output verified)")
+            over = " over TLS" if args.tls else ""
+            print(f"median{over}: {statistics.median(rates):.1f} MB/s (output verified)")
     return 0
 
 

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bench import LOADS, SERVERS
+from benchmarks.bench import LOADS, SERVERS, TLS_SERVERS, Load, tls_files
 from benchmarks.native import NativeDriverUnavailable, driver_binary
 from upper_server.launcher import ServerFailedToStart, ServerProcess
 
@@ -86,17 +86,29 @@ def parse_callgrind(path: Path) -> Profile:
     return profile
 
 
-def measure(name: str, driver_args: tuple[str, ...], seconds: float, workdir: Path):
-    """Run ``name`` under callgrind; return (messages verified in the window, Profile)."""
+def measure(name: str, load: Load, seconds: float, workdir: Path):
+    """Run ``name`` under callgrind; return (messages verified in the window, Profile).
+
+    A TLS load gives the server a test certificate and drives it with the driver's
+    OpenSSL build, which verifies it (OpenSSL's instructions in the server count too).
+    """
     output = workdir / f"{name}.callgrind"
+    server_args: tuple[str, ...] = ()
+    driver = [str(driver_binary(tls=load.tls))]
+    if load.tls:
+        if name not in TLS_SERVERS:
+            raise RuntimeError(f"{name} has no TLS option")
+        cert, key, ca = tls_files()
+        server_args = ("--tls-cert", str(cert), "--tls-key", str(key))
+        driver += ["--tls-cafile", str(ca)]
     command = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={output}.%p", "--dump-instr=no",
-        *SERVERS[name], "--host", "127.0.0.1", "--port", "0",
+        *SERVERS[name], "--host", "127.0.0.1", "--port", "0", *server_args,
     ]
     with ServerProcess(command=command, stderr=subprocess.DEVNULL).start(STARTUP_TIMEOUT) as server:
         driver = subprocess.Popen(
-            [str(driver_binary()), "--port", str(server.port), "--duration", str(seconds),
-             "--warmup", "3", "--timeout", "60", "--connect-timeout", "60", *driver_args],
+            [*driver, "--port", str(server.port), "--duration", str(seconds),
+             "--warmup", "3", "--timeout", "60", "--connect-timeout", "60", *load.driver_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         control = ["callgrind_control"]
@@ -149,19 +161,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"instructions: {tool} not found (Debian: apt-get install valgrind)",
                   file=sys.stderr)
             return 2
+    load = loads[args.load]
     try:
-        driver_binary()
+        driver_binary(tls=load.tls)
     except NativeDriverUnavailable as exc:
         print(f"instructions: {exc}", file=sys.stderr)
         return 2
-    load = loads[args.load]
     print(f"Load: {load.title}; user-space instructions counted by callgrind over a "
           f"{args.seconds:g} s window.\nCommand: `python -m benchmarks.instructions "
           f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
     with tempfile.TemporaryDirectory(prefix="upper-instructions-") as workdir:
         for name in args.servers:
             try:
-                messages, profile = measure(name, load.driver_args, args.seconds, Path(workdir))
+                messages, profile = measure(name, load, args.seconds, Path(workdir))
             except (ServerFailedToStart, RuntimeError, subprocess.SubprocessError) as exc:
                 print(f"\n**{name}**: failed: {exc}")
                 continue

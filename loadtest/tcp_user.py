@@ -10,8 +10,12 @@ project's :class:`upper_client.UpperClient`, and expected replies come from
 :func:`upper_protocol.uppercase`.
 
 The host (``--host`` or the class's ``host``) is ``tcp://HOST:PORT`` or
-``HOST:PORT`` (IPv6 as ``[::1]:5000``); a malformed one stops Locust at start
-with a clear error instead of turning every request into a failure.
+``HOST:PORT`` (IPv6 as ``[::1]:5000``), or ``tls://HOST:PORT`` for TLS, verified
+against the system's trust store or ``--tls-cafile`` (``--tls-insecure``,
+``--tls-client-cert``/``--tls-client-key`` as for the client), or with the context of the
+user class's ``ssl_context_factory``. A malformed host or an unusable TLS file
+stops Locust at start with a clear error instead of turning every request into
+a failure; a failed handshake is a ``connect`` failure with its reason.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import ctypes
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from time import perf_counter
+from types import SimpleNamespace
 
 import gevent
 from gevent import GreenletExit
@@ -33,14 +39,20 @@ from locust import User, events
 from locust.exception import CatchResponseError, LocustError, StopUser
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, WorkerRunner
 
+from upper_cli.options import add_client_tls_options
 from upper_client.client import UpperClient
 from upper_client.errors import ConnectionLost, UpperClientError
+from upper_client.tls import TLSSetupError, client_context_from
 from upper_protocol import decode_text, encode_text, uppercase
 from upper_protocol.address import AddressError, parse_address
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "tcp://127.0.0.1:5000"
+SCHEMES = ("tcp", "tls")
+TLS_OPTIONS = {"prefix": "tls-", "cert_prefix": "client-"}
+"""Locust's TLS options: ``--tls-cafile``, ``--tls-insecure``, ``--tls-client-cert`` and
+``--tls-client-key`` (Locust's own ``--tls-cert`` and ``--tls-key`` serve its web UI)."""
 REQUEST_TYPE = "TCP"
 """The "Type" column of Locust's statistics for every request made by ``TcpUser``."""
 
@@ -57,15 +69,16 @@ class WrongReply(Exception):
 
 
 def parse_host(host: str | None) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` or ``HOST:PORT`` (``None`` or empty: the default) -> ``(HOST, PORT)``."""
+    """``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT`` (``None`` or empty: the
+    default) -> ``(HOST, PORT)``; ``uses_tls`` tells the scheme."""
     text = (host or DEFAULT_HOST).strip()
     address = text
     if "://" in address:
         scheme, address = address.split("://", 1)
-        if scheme.lower() != "tcp":
+        if scheme.lower() not in SCHEMES:
             raise HostError(
-                f"invalid host {text!r}: the scheme must be tcp:// "
-                f"(use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
+                f"invalid host {text!r}: the scheme must be tcp:// or tls:// "
+                f"(use tcp://HOST:PORT, tls://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
             )
     try:
         return parse_address(address.removesuffix("/"))
@@ -73,6 +86,11 @@ def parse_host(host: str | None) -> tuple[str, int]:
         raise HostError(
             f"invalid host {text!r}: {exc} (use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
         ) from None
+
+
+def uses_tls(host: str | None) -> bool:
+    """Whether ``host`` is ``tls://HOST:PORT``."""
+    return (host or "").strip().lower().startswith("tls://")
 
 
 def describe_mismatch(expected: str, reply: str) -> str:
@@ -221,7 +239,15 @@ class LocustUpperClient:
     never answers fails the run even when it stops before ``timeout``.
     """
 
-    __slots__ = ("upper_client", "stall_threshold", "_upper_line", "_fire", "_context", "_user")
+    __slots__ = (
+        "upper_client",
+        "stall_threshold",
+        "unusable",
+        "_upper_line",
+        "_fire",
+        "_context",
+        "_user",
+    )
 
     def __init__(
         self,
@@ -231,9 +257,13 @@ class LocustUpperClient:
         request_event,
         user=None,
         stall_threshold: float = 1.0,
+        ssl_context=None,
     ) -> None:
-        self.upper_client = UpperClient(host, port, timeout)
+        self.upper_client = UpperClient(host, port, timeout, ssl_context=ssl_context)
         self.stall_threshold = stall_threshold
+        self.unusable: Exception | None = None
+        """Why no connection can be made (a TLS file typed into the web UI that cannot be
+        used): every ``connect`` is then a failure with this reason."""
         self._upper_line = self.upper_client.upper_line
         self._fire = request_event.fire
         self._user = user
@@ -297,6 +327,8 @@ class LocustUpperClient:
             client.close()
         if self._user is not None:
             self._context = self._user.context()
+        if self.unusable is not None:
+            return self._record(name, 0.0, 0, self.unusable)
         started = perf_counter()
         try:
             client.connect()
@@ -534,6 +566,10 @@ class TcpUser(User):
     """Seconds to wait for a connection, a reply or the server's close."""
     stall_threshold: float = 1.0
     """A request still waiting after this many seconds when the user is stopped is a failure."""
+    ssl_context_factory: Callable[[], ssl.SSLContext] | None = None
+    """For a ``tls://`` host: a function that returns the ``SSLContext`` to use instead of
+    the one the ``--tls-*`` options describe (called once per user class), as for
+    ``FastHttpUser``."""
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
@@ -544,6 +580,12 @@ class TcpUser(User):
             address = None  # reported once, at start; client.connect() stops this user
         self.address = address
         host, port = address or ("", 0)
+        context = unusable = None
+        if uses_tls(self.host):
+            try:
+                context = tls_context(type(self), environment)
+            except TLSSetupError as exc:  # typed into the web UI: the command line checks it
+                unusable = exc
         self.client = LocustUpperClient(
             host,
             port,
@@ -551,10 +593,41 @@ class TcpUser(User):
             environment.events.request,
             user=self,
             stall_threshold=self.stall_threshold,
+            ssl_context=context,
         )
+        self.client.unusable = unusable
 
     def on_stop(self) -> None:
         self.client.close()
+
+
+# -- TLS: one context per user class, from its factory or the --tls-* options ----
+
+_TLS_CONTEXTS: dict = {}
+
+
+def _tls_options(options, tls: bool = False) -> SimpleNamespace:
+    """The ``--tls-*`` options of a run (none when Locust runs as a library)."""
+    names = ("tls_cafile", "tls_insecure", "tls_client_cert", "tls_client_key")
+    values = {name: getattr(options, name, None) for name in names}
+    return SimpleNamespace(tls=tls, **values)
+
+
+def tls_context(user_class, environment) -> ssl.SSLContext:
+    """The context for ``user_class``'s ``tls://`` connections, made once per class and set
+    of options (a run started from the web UI may change them); ``TLSSetupError`` if a
+    file cannot be used."""
+    options = _tls_options(environment.parsed_options, tls=True)
+    key = (user_class, tuple(sorted(vars(options).items())))
+    context = _TLS_CONTEXTS.get(key)
+    if context is None:
+        factory = user_class.ssl_context_factory  # a plain function: not bound to the user
+        if factory is not None:
+            context = factory()
+        else:
+            context = client_context_from(options, **TLS_OPTIONS, warn=log.warning)
+        _TLS_CONTEXTS[key] = context
+    return context
 
 
 # -- a malformed host is one clear error at start, not a stream of failures ----
@@ -589,8 +662,13 @@ def _check_host_with_the_options(parser, **_kwargs) -> None:
                 parse_host(host)
             except HostError as exc:
                 parser.error(f"argument -H/--host: {exc}")
+        try:
+            client_context_from(_tls_options(options), **TLS_OPTIONS)
+        except TLSSetupError as exc:
+            parser.error(f"TLS: {exc}")
         return options
 
+    add_client_tls_options(parser, **TLS_OPTIONS, sentences=True, include_in_web_ui=True)
     parser.parse_args = parse_and_check_host
     _die_with_the_parent_after_fork()
 

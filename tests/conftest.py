@@ -8,6 +8,7 @@ import socket
 import pytest
 from helpers import process_alive
 from servers import ServerProcess, ThreadedServer
+from tls_support import Transport, make_certificates
 
 SOCKET_TIMEOUT = 10.0
 
@@ -73,3 +74,22 @@ def seen_workers():
     for pid, created in seen.items():
         if process_alive(pid, created):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    """A test CA with server and client certificates (``tls_support.Certificates``)."""
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture(scope="module", params=["plain", "tls"])
+def transport(request, certificates):
+    """Plain TCP, then TLS: a module's socket-level tests run over both."""
+    return Transport(certificates if request.param == "tls" else None)
+
+
+@pytest.fixture(scope="module")
+def any_server(transport):
+    """The real ``python -m upper_server`` over ``transport``, shared by a module's tests."""
+    with ServerProcess("--log-level", "warning", *transport.server_args()) as running:
+        yield running

@@ -3,8 +3,10 @@ waiting for something to happen, the processes of a server with workers, free po
 the Debian tools a test needs."""
 
 import os
+import selectors
 import shutil
 import socket
+import ssl
 import time
 
 import psutil
@@ -79,6 +81,46 @@ def wait_for_workers(parent: psutil.Process, count: int, exclude=()) -> dict[int
     return found
 
 
+def send_while_reading(sock: socket.socket, payload: bytes, timeout: float) -> bytes:
+    """Send all of ``payload`` while reading everything until the server's end of stream,
+    in one thread (an ``SSLSocket`` cannot be written by one thread while another reads
+    it); what the server sent is returned. Sending goes on after that end: a server that
+    resets instead of draining fails here (``ConnectionResetError``, ``BrokenPipeError``)."""
+    not_now = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    view = memoryview(payload)
+    received = bytearray()
+    ended = False
+    sock.setblocking(False)
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while view or not ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"not done within {timeout}s ({len(received)} bytes)")
+                selector.select(remaining)
+                if view:
+                    try:
+                        view = view[sock.send(view[: 1 << 16]) :]
+                    except not_now:
+                        pass
+                while not ended:
+                    try:
+                        chunk = sock.recv(1 << 20)
+                    except not_now:
+                        break
+                    if not chunk:
+                        ended = True
+                    received += chunk
+                wanted = (selectors.EVENT_READ if not ended else 0) | (
+                    selectors.EVENT_WRITE if view else 0
+                )
+                if wanted:
+                    selector.modify(sock, wanted)
+            return bytes(received)
+    finally:
+        sock.settimeout(timeout)
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free right now, for tools that cannot be given port 0."""
     with socket.socket() as sock:

@@ -73,6 +73,24 @@ def test_the_project_server_passes_every_check(server):
     assert [(r.name, r.reason) for r in results if not r.passed] == []
 
 
+def test_the_project_server_passes_every_check_over_tls(start_server, certificates):
+    from upper_client.tls import client_context
+
+    server = start_server("--log-level", "warning", *certificates.server_args())
+    target = Target(*server.address, timeout=10.0, ssl_context=client_context(str(certificates.ca)))
+    results = run_checks(target, settings=SMALL)
+    assert [(r.name, r.reason) for r in results if not r.passed] == []
+    assert len(results) == len(CHECKS)
+
+
+def test_the_checker_cli_takes_the_client_tls_options(start_server, certificates, capsys):
+    server = start_server("--log-level", "warning", *certificates.server_args())
+    address = ["--host", "127.0.0.1", "--port", str(server.port)]
+    assert main([*address, "--cafile", str(certificates.ca), "--only", "hola-servidor"]) == 0
+    assert main([*address, "--tls", "--only", "hola-servidor"]) == 2
+    assert "--cafile" in capsys.readouterr().err
+
+
 def test_a_correct_fixture_passes_every_check():
     with CorrectServer() as correct:
         assert failing(correct) == set()

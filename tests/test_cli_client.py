@@ -19,6 +19,7 @@ import time
 import pytest
 from helpers import clean_env
 from reference_model import KEYWORD, expected_reply, upper_line
+from servers import ServerProcess
 
 from upper_client.cli import parse_args
 
@@ -874,3 +875,122 @@ def test_filter_reports_replies_missing_after_eof(fake_server):
     assert result.returncode != 0, "lost replies reported as success"
     assert result.stdout == b"UNO\n"
     assert_one_error_line(result.stderr, f"127.0.0.1:{fake.port}")
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificates):
+    with ServerProcess("--log-level", "warning", *certificates.server_args()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_server(certificates):
+    args = certificates.server_args("--tls-client-ca", str(certificates.ca))
+    with ServerProcess("--log-level", "warning", *args) as running:
+        yield running
+
+
+def test_tls_messages_with_the_test_ca(tls_server, certificates):
+    result = run_client(tls_server.port, "--cafile", str(certificates.ca), "hola", "straße")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"HOLA\nSTRASSE\n"
+    assert result.stderr == b""
+
+
+def test_tls_filter_multi_megabyte_input(tls_server, certificates):
+    block = b"".join(b"line %d canci\xc3\xb3n \xff end\r\n" % i for i in range(1000)) + b"x" * 70000
+    data = block * 100  # ~9 MiB, with lines longer than a TLS record
+    result = run_client(tls_server.port, "--cafile", str(certificates.ca), input=data)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout == expected_reply(block) * 100
+
+
+def test_tls_filter_ending_with_desconexion(tls_server, certificates):
+    data = b"uno\ndos\nDESCONEXION\nnunca\n"
+    result = run_client(tls_server.port, "--cafile", str(certificates.ca), input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"UNO\nDOS\n"
+
+
+def test_tls_interactive_session(tls_server, certificates, terminal):
+    term = terminal(tls_server.port, "--cafile", str(certificates.ca))
+    term.expect(b"> ")
+    term.type(b"hola tls\r")
+    term.expect(b"HOLA TLS")
+    term.expect(b"> ")
+    term.type(b"DESCONEXION\r")
+    term.expect(b"closed")
+    code, shown, stderr = term.finish()
+    assert code == 0, (shown, stderr)
+    assert "Traceback" not in stderr
+
+
+def test_tls_interactive_notices_at_once_that_the_server_has_gone(
+    start_server, certificates, terminal
+):
+    # Its close begins with close_notify, which cannot be peeked at: the watcher reads it.
+    server = start_server("--log-level", "warning", *certificates.server_args())
+    term = terminal(server.port, "--cafile", str(certificates.ca))
+    term.expect(b"> ")
+    term.type(b"uno\r")
+    term.expect(b"UNO")
+    term.expect(b"> ")
+    assert server.stop() == 0
+    code, shown, stderr = term.finish()
+    assert code == 1, (shown, stderr)
+    assert_one_error_line(stderr.encode(), f"127.0.0.1:{server.port}", "closed the connection")
+
+
+def test_tls_verification_failure_says_why_and_suggests_cafile(tls_server):
+    result = run_client(tls_server.port, "--tls", "hola")
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert_one_error_line(result.stderr, f"127.0.0.1:{tls_server.port}", "verif", "--cafile")
+
+
+def test_tls_insecure_connects_with_a_warning(tls_server):
+    result = run_client(tls_server.port, "--insecure", "hola")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"HOLA\n"
+    [warning] = result.stderr.decode().strip().splitlines()
+    assert warning.startswith("upper_client: warning:") and "not verified" in warning
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_client_against_a_plaintext_server(server, mode):
+    result = run_client(
+        server.port, "--tls", *MODES[mode].get("args", ()), input=MODES[mode].get("input")
+    )
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert_one_error_line(result.stderr, "does not speak TLS", "plaintext")
+
+
+def test_tls_handshake_timeout(silent_listener):
+    result = run_client(silent_listener, "--tls", "--timeout", "0.5", "hola")
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, "TLS handshake", "timed out after 0.5s")
+
+
+def test_tls_client_certificate_for_mutual_tls(mutual_tls_server, certificates):
+    ca = str(certificates.ca)
+    result = run_client(
+        mutual_tls_server.port, "--cafile", ca, "--cert", str(certificates.client), "hola"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"HOLA\n"
+    refused = run_client(mutual_tls_server.port, "--cafile", ca, "hola")
+    assert refused.returncode == 1
+    assert refused.stdout == b""
+    assert_one_error_line(refused.stderr, "client certificate")
+
+
+@pytest.mark.parametrize("option", ["--cafile", "--cert"])
+def test_tls_unreadable_file_is_one_line(tmp_path, option):
+    missing = str(tmp_path / "missing.pem")
+    result = run_client(unused_port(), option, missing, "hola")
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, "missing.pem")

@@ -14,6 +14,7 @@ from upper_server.connection import (
 TIMEOUTS = Timeouts(idle=300.0, linger=5.0, hibernate_after=1.0)
 WAITING = (
     State.READING_PROXY_HEADER,
+    State.HANDSHAKING,
     State.READING,
     State.SENDING,
     State.DRAINING,
@@ -125,3 +126,23 @@ def test_only_a_late_header_is_rejected_and_stop_closes_it_at_once():
     assert rejecting == [State.READING_PROXY_HEADER]
     assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.HEADER_TIMEOUT] is Action.REJECT
     assert TRANSITIONS[State.READING_PROXY_HEADER][Interrupt.STOP] is Action.FINISH
+
+
+def test_a_handshake_is_bounded_by_its_own_timeout_from_the_accept():
+    assert overdue(State.HANDSHAKING, 9.9, TIMEOUTS) is None
+    assert overdue(State.HANDSHAKING, 10.0, TIMEOUTS) is Interrupt.HANDSHAKE_TIMEOUT
+    # Neither the idle timeout nor hibernation applies before the session exists.
+    short_idle = Timeouts(idle=1.0, linger=5.0, hibernate_after=0.5, handshake=10.0)
+    assert overdue(State.HANDSHAKING, 5.0, short_idle) is None
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.IDLE_TIMEOUT] is Action.IGNORE
+
+
+def test_only_a_late_handshake_is_rejected_and_stop_or_force_close_end_it_at_once():
+    rejecting = [
+        s for s in State if TRANSITIONS[s][Interrupt.HANDSHAKE_TIMEOUT] is not Action.IGNORE
+    ]
+    assert rejecting == [State.HANDSHAKING]
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.HANDSHAKE_TIMEOUT] is Action.REJECT
+    # Nothing was read that needs an answer: there is no reply to wait for.
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.STOP] is Action.FINISH
+    assert TRANSITIONS[State.HANDSHAKING][Interrupt.FORCE_CLOSE] is Action.ABORT

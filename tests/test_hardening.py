@@ -657,6 +657,7 @@ def test_stats_interval_logs_the_counters(start_server, connect):
         "bytes_in": 13,
         "bytes_out": 13,
         "errors": 0,
+        "failed_handshakes": 0,
     }
     code, _stdout, quiet_log = quiet.stop_and_collect()
     assert code == 0

@@ -66,6 +66,13 @@ def test_the_options_labels_are_plain_sentences(web_ui):
     assert "%(default)s" not in page and "(default:" not in page
 
 
+def test_the_tls_options_are_in_the_form(web_ui):
+    page = get(web_ui + "/")
+    for dest in ("tls_cafile", "tls_insecure", "tls_client_cert", "tls_client_key"):
+        assert f'"{dest}"' in page, dest
+    assert "With TLS, trust the CA certificate(s) in this PEM file" in page
+
+
 def test_an_invalid_value_typed_in_the_form_stops_the_run_and_says_why(web_ui, server):
     post(
         web_ui + "/swarm",
@@ -84,3 +91,20 @@ def test_an_invalid_value_typed_in_the_form_stops_the_run_and_says_why(web_ui, s
     # ... and in its Logs tab; not a single request was sent.
     assert any(reason in line for line in json.loads(get(web_ui + "/logs"))["master"])
     assert {entry["name"] for entry in report["stats"]} <= {"options", "Aggregated"}, report
+
+
+def test_an_unusable_tls_file_typed_in_the_form_is_a_connect_failure_saying_why(
+    web_ui, tmp_path
+):
+    missing = str(tmp_path / "missing-ca.pem")
+    post(
+        web_ui + "/swarm",
+        {"user_count": 1, "spawn_rate": 1, "host": "tls://127.0.0.1:1", "tls_cafile": missing},
+    )  # fmt: skip
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not (report := json.loads(get(web_ui + "/stats/requests")))["errors"]:
+        assert time.monotonic() < deadline, report
+        time.sleep(0.2)
+    post(web_ui + "/stop", {})
+    [error] = {(e["name"], e["error"]) for e in report["errors"]}
+    assert error[0] == "connect" and "missing-ca.pem" in error[1], report

@@ -265,3 +265,52 @@ def test_the_instructions_tool_counts_self_cost_not_call_cost(tmp_path):
     assert profile.cost == {"_PyEval_EvalFrameDefault": 670, "sock_send": 330}
     assert profile.objects["sock_send"] == "/usr/lib/_socket.so"
     assert profile.objects["_PyEval_EvalFrameDefault"] == "/usr/lib/libpython3.11.so"
+
+
+# -- TLS: the OpenSSL build ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_binary():
+    try:
+        return driver_binary(tls=True)
+    except NativeDriverUnavailable as exc:
+        pytest.fail(f"the TLS load driver cannot be built: {exc}")
+
+
+TLS_SERVERS = {
+    "upper": [sys.executable, "-m", "upper_server", "--log-level", "warning"],
+    "uvloop-protocol": PEERS["uvloop-protocol"],
+}
+
+
+# Churn over TLS needs close_notify at every session's end: the peers do not linger for it.
+@pytest.mark.parametrize(
+    ("name", "mode"), [("upper", "pingpong"), ("upper", "churn"), ("uvloop-protocol", "pingpong")]
+)
+def test_tls_loads_verify_every_reply_with_no_errors(tls_binary, certificates, name, mode):
+    command = [*TLS_SERVERS[name], "--host", "127.0.0.1", "--port", "0",
+               *certificates.server_args()]  # fmt: skip
+    with ServerProcess(command=command) as server:
+        result, _ = drive(
+            tls_binary, server.port, "--tls-cafile", str(certificates.ca), "--mode", mode,
+            "--connections", "10", "--duration", "0.5", "--warmup", "0.1", "--quiet",
+        )  # fmt: skip
+    assert result["tls"] is True
+    assert result["errors"] == 0, result
+    assert result["messages"] > 0
+    if mode == "churn":
+        # Every session ended with close_notify then EOF, or it would be a "tls" error.
+        assert result["sessions"] > 0
+
+
+def test_tls_driver_refuses_a_server_its_ca_did_not_sign(tls_binary, certificates):
+    command = [sys.executable, "-m", "upper_server", "--host", "127.0.0.1", "--port", "0",
+               "--log-level", "error", "--tls-cert", str(certificates.other_server)]  # fmt: skip
+    with ServerProcess(command=command) as server:
+        result, _ = drive(
+            tls_binary, server.port, "--tls-cafile", str(certificates.ca), "--connections", "2",
+            "--duration", "0.3", "--warmup", "0", "--ramp-timeout", "1", "--quiet",
+        )  # fmt: skip
+    assert result["error_kinds"].get("tls_handshake", 0) > 0, result
+    assert result["messages"] == 0

@@ -1,21 +1,42 @@
-"""Every rule of docs/protocol.md, tried over real sockets against ``python -m upper_server``."""
+"""Every rule of docs/protocol.md, tried over real sockets against ``python -m upper_server``,
+in plain TCP and over TLS (the ``transport`` fixture runs the module twice)."""
 
 import socket
 import threading
 
 import psutil
 import pytest
-from helpers import read_exactly, read_until_eof
+from helpers import read_exactly, read_until_eof, send_while_reading
 from reference_model import expected_reply
 
-from upper_client import UpperClient
+from upper_client.tls import shutdown_write
+
+
+@pytest.fixture(scope="module")
+def server(any_server):
+    return any_server
+
+
+@pytest.fixture
+def connect(transport):
+    """Open client sockets over the module's transport; all closed after the test."""
+    sockets = []
+
+    def open_socket(address, timeout: float = 10.0) -> socket.socket:
+        sock = transport.connect(address, timeout)
+        sockets.append(sock)
+        return sock
+
+    yield open_socket
+    for sock in sockets:
+        sock.close()
 
 
 def exchange(connect, server, payload: bytes) -> bytes:
     """Send ``payload``, half-close, and return everything the server sent back."""
     sock = connect(server.address)
     sock.sendall(payload)
-    sock.shutdown(socket.SHUT_WR)
+    shutdown_write(sock)
     return read_until_eof(sock)
 
 
@@ -45,9 +66,9 @@ def test_data_flows_both_ways_and_is_received_on_each_side(server, connect):
         assert read_exactly(sock, len(message)) == message.upper()
 
 
-def test_many_clients_at_once(server):
+def test_many_clients_at_once(server, transport):
     """500 connections open at the same time, each served, none disturbing another."""
-    sockets = [socket.create_connection(server.address, timeout=20) for _ in range(500)]
+    sockets = [transport.connect(server.address, 20) for _ in range(500)]
     try:
         for index, sock in enumerate(sockets):
             sock.sendall(f"cliente {index}\n".encode())
@@ -62,12 +83,12 @@ def test_many_clients_at_once(server):
             sock.close()
 
 
-def test_many_clients_in_threads_with_the_library(server):
+def test_many_clients_in_threads_with_the_library(server, transport):
     results, errors = {}, []
 
     def session(number: int) -> None:
         try:
-            with UpperClient(*server.address, timeout=20) as client:
+            with transport.client(server.address, timeout=20) as client:
                 results[number] = [client.upper(f"hilo {number} línea {i}") for i in range(20)]
                 client.disconnect()
         except Exception as exc:  # collected: a failing thread must fail the test
@@ -82,10 +103,10 @@ def test_many_clients_in_threads_with_the_library(server):
     assert results == {n: [f"HILO {n} LÍNEA {i}" for i in range(20)] for n in range(50)}
 
 
-def test_no_descriptors_leak_after_clients_leave(start_server):
-    server = start_server("--log-level", "warning")
+def test_no_descriptors_leak_after_clients_leave(start_server, transport):
+    server = start_server("--log-level", "warning", *transport.server_args())
     before = server.open_descriptors()
-    sockets = [socket.create_connection(server.address, timeout=10) for _ in range(200)]
+    sockets = [transport.connect(server.address, 10) for _ in range(200)]
     for sock in sockets[:100]:
         sock.sendall(b"hola\nDESCONEXION\n")
     for sock in sockets[100:150]:
@@ -94,7 +115,7 @@ def test_no_descriptors_leak_after_clients_leave(start_server):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     for sock in sockets:
         sock.close()  # the last 50 reset the connection
-    with UpperClient(*server.address) as probe:  # the server still serves
+    with transport.client(server.address) as probe:  # the server still serves
         assert probe.upper("sigo aquí") == "SIGO AQUÍ"
     deadline_checks = 200
     while server.open_descriptors() != before and deadline_checks:
@@ -168,7 +189,7 @@ def test_byte_at_a_time_with_utf8_split_across_segments(server, connect):
     received = bytearray()
     for position in range(len(text)):
         sock.sendall(text[position : position + 1])
-    sock.shutdown(socket.SHUT_WR)
+    shutdown_write(sock)
     received += read_until_eof(sock)
     assert bytes(received) == "ÑANDÚ CANCIÓN STRASSE Ǆ €\n".encode()
 
@@ -201,13 +222,13 @@ def test_keyword_prefix_is_released_when_the_line_turns_out_different(server, co
     assert read_exactly(sock, 14) == b"DESCONEXION\rX\n"
 
 
-def test_long_line_without_newline_streams_in_bounded_memory(start_server):
+def test_long_line_without_newline_streams_in_bounded_memory(start_server, transport):
     """A 32 MiB line with no LF comes back as it goes, and the server's RSS stays flat."""
-    server = start_server("--log-level", "warning")
+    server = start_server("--log-level", "warning", *transport.server_args())
     process = psutil.Process(server.pid)
     chunk = b"abcdefghijklmnopqrstuvwxyz012345" * 2048  # 64 KiB
     total = 32 * 1024 * 1024
-    with socket.create_connection(server.address, timeout=20) as sock:
+    with transport.connect(server.address, 20) as sock:
         # Warm up, so allocator start-up doesn't count as growth.
         sock.sendall(chunk)
         read_exactly(sock, len(chunk))
@@ -230,29 +251,25 @@ def test_long_line_without_newline_streams_in_bounded_memory(start_server):
     assert peak - baseline < 8 * 1024 * 1024, f"server RSS grew by {peak - baseline} bytes"
 
 
-def test_bulk_lines_then_keyword_then_megabytes_more_never_reset(server):
+def test_bulk_lines_then_keyword_then_megabytes_more_never_reset(server, transport):
     """10,000 lines + DESCONEXION + megabytes more in one write: all replies, then EOF."""
     lines = b"".join(b"mensaje %d\n" % i for i in range(10_000))
     trailing = b"esto no se contesta\n" * 150_000  # ~3 MB the server must discard
     expected = lines.upper()
-    with socket.create_connection(server.address, timeout=20) as sock:
-        sender = threading.Thread(target=sock.sendall, args=(lines + b"DESCONEXION\n" + trailing,))
-        sender.start()
-        try:
-            received = read_until_eof(sock)  # ConnectionResetError would fail the test
-        finally:
-            sender.join(20)
+    with transport.connect(server.address, 20) as sock:
+        # ConnectionResetError would fail the test
+        received = send_while_reading(sock, lines + b"DESCONEXION\n" + trailing, timeout=20)
     assert received == expected
 
 
-def test_server_keeps_reading_after_keyword_until_client_closes(server):
+def test_server_keeps_reading_after_keyword_until_client_closes(server, transport):
     """The discarded input after DESCONEXION is drained, so closing never resets."""
-    with socket.create_connection(server.address, timeout=10) as sock:
+    with transport.connect(server.address, 10) as sock:
         sock.sendall(b"uno\nDESCONEXION\n")
         assert read_until_eof(sock) == b"UNO\n"
         # The server only half-closed: it is still reading (and discarding) our data.
         sock.sendall(b"nadie escucha\n" * 1000)
-        sock.shutdown(socket.SHUT_WR)
+        shutdown_write(sock)
 
 
 def test_half_closed_client_gets_every_reply(server, connect):

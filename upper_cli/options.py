@@ -71,3 +71,84 @@ def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowe
         args.port = port(lowest)(str(text))
     except argparse.ArgumentTypeError as exc:
         parser.error(f"{source}: {exc}")
+
+
+def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: float) -> None:
+    """The server's ``--tls-*`` options (checked by ``check_server_tls_options``);
+    ``handshake_timeout`` is the default of ``--tls-handshake-timeout``."""
+    group = parser.add_argument_group("TLS (the port then speaks TLS only)")
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM certificate chain; its key may be in it too"
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    group.add_argument(
+        "--tls-handshake-timeout",
+        type=number(float, above=True, what="timeout"),
+        default=handshake_timeout,
+        metavar="SECONDS",
+        help="a TLS handshake not done this long after the accept fails (default: %(default)s)",
+    )
+
+
+def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for option in ("tls_key", "tls_client_ca"):
+        if getattr(args, option) and not args.tls_cert:
+            parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
+
+
+def add_client_tls_options(
+    parser, *, prefix: str = "", cert_prefix: str = "", sentences: bool = False, **extra
+) -> None:
+    """The client side's TLS options: ``--tls``, ``--cafile``, ``--insecure``, ``--cert``,
+    ``--key``, named ``--{prefix}cafile``, ``--{prefix}insecure``, ``--{prefix}{cert_prefix}cert``
+    and ``--{prefix}{cert_prefix}key`` (Locust's are ``--tls-cafile``, ``--tls-insecure``,
+    ``--tls-client-cert``, ``--tls-client-key``: Locust's own ``--tls-cert``/``--tls-key``
+    serve its web UI). ``--tls`` exists only without a prefix.
+
+    ``extra`` goes to every ``add_argument`` (Locust's ``include_in_web_ui``);
+    ``sentences`` capitalizes the help texts (labels in Locust's web UI).
+    ``upper_client.tls.client_context_from`` turns the parsed values into a context.
+    """
+
+    def say(text: str) -> str:
+        return text[:1].upper() + text[1:] if sentences else text
+
+    if not prefix:
+        parser.add_argument(
+            "--tls",
+            action="store_true",
+            help="connect with TLS, verifying the server against the system's trust store",
+        )
+    implied = "" if prefix else " (implies --tls)"
+    parser.add_argument(
+        f"--{prefix}cafile",
+        metavar="FILE",
+        help=say(f"with TLS, trust the CA certificate(s) in this PEM file{implied}"),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}insecure",
+        action="store_true",
+        help=say(f"with TLS, do not verify the server's certificate (a warning says so){implied}"),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}{cert_prefix}cert",
+        metavar="FILE",
+        help=say(
+            f"with TLS, present this client certificate (PEM, with its key or --{prefix}"
+            f"{cert_prefix}key){implied}"
+        ),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}{cert_prefix}key",
+        metavar="FILE",
+        help=say("the private key of the client certificate, if not in its file"),
+        **extra,
+    )

@@ -4,10 +4,11 @@ import argparse
 import os
 import sys
 
-from upper_cli.options import add_address_options, number, resolve_port
+from upper_cli.options import add_address_options, add_client_tls_options, number, resolve_port
 from upper_client.client import UpperClient
 from upper_client.errors import UpperClientError
 from upper_client.server_watch import ServerGone, ServerWatch
+from upper_client.tls import client_context_from
 from upper_protocol import encode_text, ends_session
 
 PROG = "upper_client"
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the server before giving up (default: %(default)s)",
     )
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="lines to send")
+    add_client_tls_options(parser)
     return parser
 
 
@@ -73,7 +75,11 @@ def interactive(client: UpperClient) -> int:
         pass
     key = end_of_input_key()
     print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
-    watch = ServerWatch(client._require_socket(), lambda: server_gone_unattended(client, watch))
+    watch = ServerWatch(
+        client._require_socket(),
+        lambda: server_gone_unattended(client, watch),
+        keep=client._buffer.extend,  # over TLS: bytes the watcher had to read to see a close
+    )
     with watch:
         while True:
             try:
@@ -110,8 +116,10 @@ def filter_stdin(client: UpperClient) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    client = UpperClient(args.host, args.port, args.timeout)
+    client = None
     try:
+        ssl_context = client_context_from(args, warn=warn)
+        client = UpperClient(args.host, args.port, args.timeout, ssl_context=ssl_context)
         client.connect()
         if args.messages:
             return send_messages(client, args.messages)
@@ -129,7 +137,12 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+
+
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def run() -> None:

@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Iterable, Iterator
 from time import perf_counter
 
@@ -23,6 +24,7 @@ from upper_client.errors import (
     UpperClientError,
 )
 from upper_client.pipeline import PipelinedExchange
+from upper_client.tls import handshake_failure, session_failure
 from upper_protocol import KEYWORD, decode_text, encode_text, ends_session
 from upper_protocol.address import DEFAULT_HOST, DEFAULT_PORT, format_address
 
@@ -49,11 +51,20 @@ class UpperClient:
     """
 
     def __init__(
-        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float | None = 5.0
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        timeout: float | None = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.ssl_context = ssl_context
+        """With a context, the connection speaks TLS (``upper_client.tls.client_context``)."""
+        self.server_hostname = server_hostname or host
+        """The name the server's certificate must carry (and SNI sends): ``host`` by default."""
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
         self._cooperative: Cooperative | None = None
@@ -103,10 +114,21 @@ class UpperClient:
             raise ConnectError(f"could not connect to {self.address}: {exc}") from None
         # Each line is a small write: without this, Nagle holds it back behind the last reply's ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            sock = self._handshake(sock)
         self._sock = sock
         self._buffer.clear()
-        self._cooperative = Cooperative.of(sock)
+        # TLS sockets take the ordinary path: the fast path reads the raw socket.
+        self._cooperative = Cooperative.of(sock) if self.ssl_context is None else None
         log.debug("connected to %s", self.address)
+
+    def _handshake(self, sock: socket.socket) -> socket.socket:
+        """The TLS handshake, bounded by the client's timeout like any other wait."""
+        try:
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.server_hostname)
+        except OSError as exc:  # ssl.SSLError and TimeoutError included
+            sock.close()
+            raise ConnectError(handshake_failure(exc, self.address, self.timeout)) from None
 
     def close(self) -> None:
         """Close the socket without ending the session politely."""
@@ -253,8 +275,14 @@ class UpperClient:
         sock = self._require_socket()
         sock.settimeout(0.0)
         try:
-            return sock.recv(1, socket.MSG_PEEK) == b""
-        except (BlockingIOError, InterruptedError):
+            if self.ssl_context is None:
+                return sock.recv(1, socket.MSG_PEEK) == b""
+            # TLS cannot peek, and a close begins with close_notify, which only a read
+            # decodes; bytes that came instead are kept for the next read.
+            data = sock.recv(_LINE_RECV_SIZE)
+            self._buffer += data
+            return data == b""
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False  # open, and quiet
         except OSError:
             return True  # reset
@@ -373,9 +401,8 @@ class UpperClient:
             detail = f" with {unanswered} line(s) unanswered" if unanswered > 0 else ""
             return ConnectionLost(f"server {self.address} closed the connection{detail}")
         during = " while sending" if sending else ""
-        return ConnectionLost(
-            f"connection to {self.address} lost{during}: {cause.strerror or cause}"
-        )
+        reason = session_failure(cause) or cause.strerror or cause
+        return ConnectionLost(f"connection to {self.address} lost{during}: {reason}")
 
     def _read_line(self) -> bytes:
         buffer = self._buffer

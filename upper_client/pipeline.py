@@ -18,13 +18,17 @@ A failure to read the source is raised as it is.
 import os
 import selectors
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
 
+from upper_client.tls import shutdown_write
 from upper_protocol import KeywordScanner
 
 RECV_SIZE = 256 * 1024
+_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+"""Try again when the selector says so (a TLS socket may want to read before it writes)."""
 
 
 class PipelinedExchange:
@@ -43,6 +47,9 @@ class PipelinedExchange:
         self.source = source_fd
         """What the selector watches and ``_read_source`` reads: the fd, or the relay's socket."""
         self.relay: SourceRelay | None = None
+        self.tls = hasattr(sock, "pending")
+        self.closed_after = False
+        """The server's end of stream came right after the last data yielded (TLS)."""
         # Whether the input itself ended the session with a DESCONEXION line.
         self.keyword = KeywordScanner()
 
@@ -95,6 +102,9 @@ class PipelinedExchange:
                         return
                     self.received_lines += data.count(b"\n")
                     yield data
+                    if self.closed_after:
+                        self._server_closed()
+                        return
 
     def _watchable_source(self, selector) -> bool:
         """Register a pipe or terminal to be watched; regular files are just read."""
@@ -151,14 +161,14 @@ class PipelinedExchange:
         self.source_done = True
         if self.half_close:
             try:
-                self.sock.shutdown(socket.SHUT_WR)
+                shutdown_write(self.sock)
             except OSError as exc:
                 raise self.client._broken(exc) from None
 
     def _send_some(self, watch_source: bool) -> None:
         try:
             sent = self.sock.send(self.pending)
-        except (BlockingIOError, InterruptedError):
+        except _NOT_NOW:
             return
         except OSError as exc:
             if self.keyword.found:
@@ -173,11 +183,32 @@ class PipelinedExchange:
 
     def _recv_some(self):
         try:
-            return self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+            data = self.sock.recv(RECV_SIZE)
+            if data and self.tls:
+                data = self._more_records(data)
+            return data
+        except _NOT_NOW:
             return None
         except OSError as exc:
             raise self.client._broken(exc) from None
+
+    def _more_records(self, data: bytes) -> bytes:
+        """An ``SSLSocket`` returns one record (16 KiB at most) per ``recv``: take every
+        one already received, up to ``RECV_SIZE``, and leave none decrypted but unread in
+        the ``SSLSocket`` (``pending()``), where the selector cannot see it."""
+        chunks = [data]
+        size = len(data)
+        while size < RECV_SIZE or self.sock.pending():
+            try:
+                more = self.sock.recv(RECV_SIZE)
+            except _NOT_NOW:
+                break
+            if not more:
+                self.closed_after = True
+                break
+            chunks.append(more)
+            size += len(more)
+        return b"".join(chunks)
 
     def _server_closed(self) -> None:
         """EOF from the server: the expected end, or the server going away."""

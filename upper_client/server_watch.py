@@ -7,12 +7,17 @@ prompt, the user is told, as telnet does, instead of losing the next line typed.
 Only the prompt is watched: during a round trip the socket belongs to the main
 thread, and the watcher, which takes a lock the main thread also takes on
 leaving the prompt, never looks at it then. The watcher only peeks
-(``MSG_PEEK``); it never consumes a byte.
+(``MSG_PEEK``); it never consumes a byte. Over TLS nothing can be peeked (a
+server's close begins with close_notify, which only a read decodes), so there
+it reads, at the prompt and under the same lock, and hands any bytes it read
+to ``keep`` (the client's buffer): TLS session tickets read that way are
+nothing for the user, close_notify is the server gone.
 """
 
 import select
 import signal
 import socket
+import ssl
 import threading
 
 INTERRUPT = getattr(signal, "SIGUSR1", None)
@@ -49,9 +54,11 @@ class ServerWatch:
       ``cause``, so the message can say so.
     """
 
-    def __init__(self, sock: socket.socket, on_gone_unattended=None):
+    def __init__(self, sock: socket.socket, on_gone_unattended=None, keep=None):
         self.sock = sock
         self.on_gone_unattended = on_gone_unattended
+        self.keep = keep
+        """Called with bytes read (over TLS only) that the client must still see."""
         self.gone = False
         self.cause: OSError | None = None
         """The reset that ended the connection, or None if the server closed it."""
@@ -133,7 +140,10 @@ class ServerWatch:
                     continue  # a reply the main thread reads: not ours to look at
                 if not self._readable():
                     continue  # that reply, already read by the main thread
-                if not self._closed_by_server():
+                closed = self._closed_by_server()
+                if closed is None:
+                    continue  # TLS records with nothing in them for the user: keep watching
+                if not closed:
                     # Bytes nobody asked for: not a close; look again at the next prompt.
                     self._prompting.clear()
                     continue
@@ -148,7 +158,9 @@ class ServerWatch:
         except (OSError, ValueError):
             return True  # let the peek report it
 
-    def _closed_by_server(self) -> bool:
+    def _closed_by_server(self) -> bool | None:
+        if isinstance(self.sock, ssl.SSLSocket):
+            return self._closed_over_tls()
         try:
             return self.sock.recv(1, socket.MSG_PEEK) == b""
         except (BlockingIOError, InterruptedError, TimeoutError):
@@ -156,6 +168,26 @@ class ServerWatch:
         except OSError as exc:
             self.cause = exc  # reset
             return True
+
+    def _closed_over_tls(self) -> bool | None:
+        """Read what came (see the module): True at close_notify or a reset, None if it was
+        only TLS housekeeping, False if it was data (kept for the client)."""
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        try:
+            data = self.sock.recv(65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self.cause = exc  # reset, or a TLS failure
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+        if not data:
+            return True
+        if self.keep is not None:
+            self.keep(data)
+        return False
 
     def _tell_main_thread(self) -> None:
         if not can_interrupt_input():

@@ -9,7 +9,8 @@ Error handling:
   A user's mistake is one line on stderr and an exit code, never a traceback.
   A bad flag value, or a feature this platform lacks (``--workers`` above 1
   without ``os.fork``), is a usage error: exit 2. An address that cannot be
-  listened on: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
+  listened on, or a TLS certificate or key that is missing, unreadable or
+  mismatched: exit 1. A graceful stop on SIGTERM or SIGINT: exit 0.
 """
 
 import argparse
@@ -17,7 +18,14 @@ import ipaddress
 import logging
 import sys
 
-from upper_cli.options import add_address_options, number, port, resolve_port
+from upper_cli.options import (
+    add_address_options,
+    add_server_tls_options,
+    check_server_tls_options,
+    number,
+    port,
+    resolve_port,
+)
 from upper_protocol.address import format_address
 from upper_protocol.proxy import VERSIONS
 from upper_server import metrics, systemd
@@ -32,6 +40,7 @@ from upper_server.server import (
     UpperServer,
 )
 from upper_server.serving import Outcome, serve_until_signalled
+from upper_server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSSetupError, server_context
 from upper_server.workers import (
     Supervisor,
     can_fork,
@@ -129,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --proxy-protocol, close a connection whose header is not all there "
         "this long after accept (default: %(default)s)",
     )
+    add_server_tls_options(parser, DEFAULT_HANDSHAKE_TIMEOUT)
     return parser
 
 
@@ -144,6 +154,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_port(parser, args, lowest=0)
+    check_server_tls_options(parser, args)
     if args.workers == 0:
         args.workers = usable_cpus()
     if args.workers > 1 and not can_fork():
@@ -160,7 +171,15 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-def make_server(listeners, args) -> UpperServer:
+def tls_context(args):
+    """The ``SSLContext`` the ``--tls-*`` flags describe, read from their files now (each
+    worker, and each reload, reads them again), or None; ``TLSSetupError`` says why not."""
+    if not args.tls_cert:
+        return None
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def make_server(listeners, args, ssl_context=None) -> UpperServer:
     return UpperServer(
         listeners,
         idle_timeout=args.idle_timeout,
@@ -171,6 +190,8 @@ def make_server(listeners, args) -> UpperServer:
         proxy_protocol=args.proxy_protocol,
         proxy_allow_from=args.proxy_allow_from,
         proxy_header_timeout=args.proxy_header_timeout,
+        ssl_context=ssl_context,
+        handshake_timeout=args.tls_handshake_timeout,
     )
 
 
@@ -181,10 +202,14 @@ def main(argv=None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        ssl_context = tls_context(args)
+    except TLSSetupError as exc:
+        return fail(str(exc))
     raise_open_file_limit()
     inheritance = inherited()
     if inheritance is not None:
-        return run_worker(make_server(inheritance.listeners, args), inheritance)
+        return run_worker(make_server(inheritance.listeners, args, ssl_context), inheritance)
     listeners = systemd.activated_listeners()
     if not listeners:
         try:
@@ -192,7 +217,7 @@ def main(argv=None) -> int:
         except ListenError as exc:
             return fail(str(exc))
     if not args.metrics_port:
-        return serve(listeners, args, argv)
+        return serve(listeners, args, argv, ssl_context)
     directory = metrics.prepare()
     try:
         try:
@@ -201,14 +226,14 @@ def main(argv=None) -> int:
             shown = format_address(args.metrics_host, args.metrics_port)
             return fail(f"cannot serve metrics on {shown}: {exc.strerror or exc}")
         try:
-            return serve(listeners, args, argv)
+            return serve(listeners, args, argv, ssl_context)
         finally:
             metrics_server.shutdown()
     finally:
         metrics.remove(directory)
 
 
-def serve(listeners, args, argv: list[str]) -> int:
+def serve(listeners, args, argv: list[str], ssl_context=None) -> int:
     """Serve ``listeners`` in this process or in workers until stopped; the exit code."""
     addresses = addresses_text(listeners)
 
@@ -224,7 +249,8 @@ def serve(listeners, args, argv: list[str]) -> int:
         )
         return supervisor.run(on_ready=ready)
     handover = Handover(listeners, command) if can_fork() else None
-    outcome = serve_until_signalled(make_server(listeners, args), ready, on_reload=handover)
+    server = make_server(listeners, args, ssl_context)
+    outcome = serve_until_signalled(server, ready, on_reload=handover)
     if outcome is Outcome.HANDED_OVER:
         supervisor = Supervisor(
             handover.listeners, 1, command, args.shutdown_timeout, on_worker_exit

@@ -16,6 +16,9 @@ Where the greenlet is parked is the connection's ``State``:
   the PROXY header that must open the connection (``_read_proxy_header``).
   Bounded by ``Timeouts.proxy_header`` from the accept; the bytes that follow
   the header go to the session first.
+- ``HANDSHAKING``: a TLS connection waiting for its peer's side of the
+  handshake (``upper_server.tls``). Nothing has been read that needs an answer,
+  and the handshake timeout (``Timeouts.handshake``) alone bounds it.
 - ``RUNNING``: between two waits (never seen from outside: see below).
 - ``READING``: waiting for input on the read watcher.
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
@@ -26,9 +29,9 @@ Where the greenlet is parked is the connection's ``State``:
   greenlet that carries on where the last one stopped.
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
-Six *interrupts* come from outside (the server's shutdown and its sweeper):
-``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END``, ``HEADER_TIMEOUT``
-and ``FORCE_CLOSE``.
+Seven *interrupts* come from outside (the server's shutdown and its sweeper):
+``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END``, ``HEADER_TIMEOUT``,
+``HANDSHAKE_TIMEOUT`` and ``FORCE_CLOSE``.
 ``TRANSITIONS`` says, for each state, what each of them does; it is the only
 place that decides it. An interrupt is applied in a hub callback
 (``Connection.interrupt``), where no greenlet runs, so the connection's
@@ -68,11 +71,14 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 64 * 1024
 """The server's one receive buffer (under glibc's mmap threshold)."""
 _DRAIN_SIZE = 256 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a TLS connection gets, from the accept, to complete its handshake."""
 
 
 class State(enum.Enum):
     STARTING = "starting"
     READING_PROXY_HEADER = "reading the PROXY header"
+    HANDSHAKING = "handshaking"
     RUNNING = "running"
     READING = "reading"
     SENDING = "sending"
@@ -87,6 +93,7 @@ class Interrupt(enum.Enum):
     HIBERNATE = "hibernate"  # waited for input for a while: give the greenlet back
     LINGER_END = "linger end"  # the peer did not close within the linger after our FIN
     HEADER_TIMEOUT = "header timeout"  # no whole PROXY header within --proxy-header-timeout
+    HANDSHAKE_TIMEOUT = "handshake timeout"  # no TLS session within --tls-handshake-timeout
     FORCE_CLOSE = "forced close"  # the shutdown timeout has passed
 
 
@@ -98,7 +105,7 @@ class Action(enum.Enum):
     DROP = "drop"  # a reply nobody reads: close at once, counted as an idle timeout
     HIBERNATE = "hibernate"  # end the greenlet, keep the connection
     END_LINGER = "end linger"  # stop waiting for the peer's close; close now
-    REJECT = "reject"  # close now without a reply: the PROXY header came too slowly
+    REJECT = "reject"  # close now without a reply: the PROXY header or TLS handshake too slow
     ABORT = "abort"  # close now, whatever the state
 
 
@@ -109,22 +116,25 @@ _COLUMNS = (
     Interrupt.HIBERNATE,
     Interrupt.LINGER_END,
     Interrupt.HEADER_TIMEOUT,
+    Interrupt.HANDSHAKE_TIMEOUT,
     Interrupt.FORCE_CLOSE,
 )
 _ROWS = {  # fmt: skip
-    # state                  STOP                  IDLE_TIMEOUT  HIBERNATE    LINGER_END    HEADER_TIMEOUT FORCE_CLOSE
-    S.STARTING:             (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.ABORT),
+    # state                  STOP                  IDLE_TIMEOUT  HIBERNATE    LINGER_END    HEADER_TIMEOUT HANDSHAKE_TIMEOUT FORCE_CLOSE
+    S.STARTING:             (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
     # Nothing of the session is read yet: STOP closes at once; the header timeout,
     # not the idle one, bounds this state.
-    S.READING_PROXY_HEADER: (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.REJECT,      A.ABORT),
-    S.RUNNING:              (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.ABORT),
-    S.READING:              (A.FINISH,             A.CLOSE_IDLE, A.HIBERNATE, A.IGNORE,     A.IGNORE,      A.ABORT),
+    S.READING_PROXY_HEADER: (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.REJECT,      A.IGNORE,         A.ABORT),
+    # The same for a TLS handshake, bounded by its own timeout.
+    S.HANDSHAKING:          (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.REJECT,         A.ABORT),
+    S.RUNNING:              (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.READING:              (A.FINISH,             A.CLOSE_IDLE, A.HIBERNATE, A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
     # Never cut a reply short on STOP; a client that stops reading is dropped.
-    S.SENDING:              (A.FINISH_AFTER_REPLY, A.DROP,       A.IGNORE,    A.IGNORE,     A.IGNORE,      A.ABORT),
+    S.SENDING:              (A.FINISH_AFTER_REPLY, A.DROP,       A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
     # Every reply is out: the linger alone bounds this state, during a shutdown too.
-    S.DRAINING:             (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.END_LINGER, A.IGNORE,      A.ABORT),
-    S.HIBERNATING:          (A.FINISH,             A.CLOSE_IDLE, A.IGNORE,    A.IGNORE,     A.IGNORE,      A.ABORT),
-    S.CLOSED:               (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE),
+    S.DRAINING:             (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.END_LINGER, A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.HIBERNATING:          (A.FINISH,             A.CLOSE_IDLE, A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.CLOSED:               (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.IGNORE),
 }
 TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
     state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()
@@ -141,14 +151,20 @@ class Timeouts:
     linger: float
     hibernate_after: float
     proxy_header: float = 5.0
+    handshake: float = DEFAULT_HANDSHAKE_TIMEOUT
+    """A TLS handshake's whole allowance (``HANDSHAKING`` makes no progress that counts: a
+    peer sending one byte at a time must still finish in time)."""
 
 
 def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | None:
     """The interrupt a connection in ``state`` is due, ``quiet_for`` seconds after it last
     made progress (any byte in either direction; for ``DRAINING``, since our FIN;
-    for ``READING_PROXY_HEADER``, since the accept)."""
+    for ``READING_PROXY_HEADER``, since the accept; for ``HANDSHAKING``, since the accept
+    or the PROXY header)."""
     if state is State.READING_PROXY_HEADER:
         return Interrupt.HEADER_TIMEOUT if quiet_for >= timeouts.proxy_header else None
+    if state is State.HANDSHAKING:
+        return Interrupt.HANDSHAKE_TIMEOUT if quiet_for >= timeouts.handshake else None
     if state is State.DRAINING:
         return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
     if state in (State.READING, State.SENDING, State.HIBERNATING):
@@ -351,8 +367,13 @@ class Connection:
             self.peer = format_address(*header.source)
         log.debug("%s: PROXY v%d %s", self.peer, header.version, header.command)
         self.active_at = self.server.loop.now()
-        leftover = header.leftover
+        return self._take_leftover(header.leftover)
+
+    def _take_leftover(self, leftover: bytes) -> bool:
+        """The bytes that came after the PROXY header are the session's first input (over
+        TLS, the handshake's: ``TLSConnection``). Whether the session goes on."""
         if leftover:
+            stats = self.server.stats
             stats.bytes_in += len(leftover)
             stats.lines_in += leftover.count(b"\n")
             self._send_all(self.session.feed(leftover))

@@ -55,6 +55,7 @@ COUNTERS = (
         "proxy_rejected_timeout",
         {"reason": "timeout"},
     ),
+    ("upper_tls_handshake_failures", "TLS handshakes that failed", "failed_handshakes", {}),
 )
 
 

@@ -28,6 +28,7 @@ from upper_server.limits import default_max_connections
 from upper_server.memory import release_freed_memory
 from upper_server.metrics import EXPORT_INTERVAL
 from upper_server.stats import ServerStats
+from upper_server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSConnection
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class UpperServer:
     ``listeners`` is a listening socket, an address tuple, or a list of listening
     sockets (all served together: one limit, one set of counters, one shutdown).
     ``stop()`` is graceful: connections answer what they have read and close
-    cleanly within ``shutdown_timeout``.
+    cleanly within ``shutdown_timeout``. With ``ssl_context`` (see
+    ``upper_server.tls.server_context``) every connection speaks TLS, and a
+    handshake not done within ``handshake_timeout`` seconds of the accept fails.
     """
 
     backlog = Acceptor.backlog
@@ -71,6 +74,8 @@ class UpperServer:
         proxy_protocol: str | None = None,
         proxy_allow_from=None,
         proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
+        ssl_context=None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if not isinstance(listeners, list):
             listeners = [listeners]
@@ -89,7 +94,11 @@ class UpperServer:
             linger=linger_timeout,
             hibernate_after=hibernate_after,
             proxy_header=proxy_header_timeout,
+            handshake=handshake_timeout,
         )
+        self.ssl_context = ssl_context
+        """With an ``SSLContext``, every connection speaks TLS (``upper_server.tls``)."""
+        self._connection_type = Connection if ssl_context is None else TLSConnection
         self.hub = gevent.get_hub()
         self.loop = self.hub.loop
         self.receive_buffer = bytearray(RECV_SIZE)
@@ -184,7 +193,7 @@ class UpperServer:
             log.info("%s: closed: not in --proxy-allow-from", format_address(*address[:2]))
             sock.close()
             return
-        connection = Connection(sock, format_address(*address[:2]), self)
+        connection = self._connection_type(sock, format_address(*address[:2]), self)
         self.connections.add(connection)
         self._all_closed.clear()
         self.stats.open_connections += 1
@@ -220,6 +229,8 @@ class UpperServer:
             interval = min(interval, max(0.05, self.idle_timeout / 4))
         if self.proxy_protocol is not None:
             interval = min(interval, max(0.05, self.timeouts.proxy_header / 4))
+        if self.ssl_context is not None:
+            interval = min(interval, max(0.05, self.timeouts.handshake / 4))
         timeouts = self.timeouts
         trimmed_at = float("-inf")
         while True:

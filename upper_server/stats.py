@@ -17,6 +17,7 @@ class ServerStats:
     proxy_rejected_source: int = 0  # not in --proxy-allow-from
     proxy_rejected_invalid: int = 0  # missing or malformed PROXY header
     proxy_rejected_timeout: int = 0  # no whole header within --proxy-header-timeout
+    failed_handshakes: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -25,5 +26,6 @@ class ServerStats:
         return (
             f"open={self.open_connections} served={self.connections_served} "
             f"lines_in={self.lines_in} lines_out={self.lines_out} "
-            f"bytes_in={self.bytes_in} bytes_out={self.bytes_out} errors={self.errors}"
+            f"bytes_in={self.bytes_in} bytes_out={self.bytes_out} errors={self.errors} "
+            f"failed_handshakes={self.failed_handshakes}"
         )

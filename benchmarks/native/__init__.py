@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().with_name("driver.c")
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra")
 LIBS = ("-lm",)
+TLS_CFLAGS = ("-DUPPER_TLS",)
+TLS_LIBS = ("-lssl", "-lcrypto")
+"""The TLS build (``--tls``) links OpenSSL; the plain build needs nothing but libc."""
+OPENSSL_MISSING = (
+    "the TLS load driver needs OpenSSL's headers and libraries: install them "
+    "(Debian/Ubuntu: apt-get install libssl-dev; Fedora: dnf install openssl-devel; "
+    "macOS: brew install openssl)"
+)
 BUILD_TIMEOUT = 120.0
 COMPILERS = ("cc", "gcc", "clang")
 
@@ -70,25 +78,34 @@ def find_compiler() -> str:
     )
 
 
-def driver_binary() -> Path:
-    """The compiled native driver, built now if this source has not been built yet."""
+def driver_binary(tls: bool = False) -> Path:
+    """The compiled native driver, built now if this source has not been built yet.
+
+    With ``tls``, the build that speaks TLS (``--tls``), linked with OpenSSL;
+    ``NativeDriverUnavailable`` says how to install OpenSSL's headers if they are missing.
+    """
     if not sys.platform.startswith("linux"):
         raise NativeDriverUnavailable(
             f"the native load driver uses epoll: Linux only, not {sys.platform}"
         )
     compiler = find_compiler()
+    cflags = CFLAGS + (TLS_CFLAGS if tls else ())
+    libs = LIBS + (TLS_LIBS if tls else ())
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), *map(str.encode, CFLAGS + LIBS)]))
-    binary = cache_dir() / f"upper-driver-{key.hexdigest()[:16]}"
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), *map(str.encode, cflags + libs)]))
+    name = "upper-driver-tls" if tls else "upper-driver"
+    binary = cache_dir() / f"{name}-{key.hexdigest()[:16]}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=binary.name + ".", dir=binary.parent)
     os.close(handle)
-    command = [compiler, *CFLAGS, "-o", partial, str(SOURCE), *LIBS]
+    command = [compiler, *cflags, "-o", partial, str(SOURCE), *libs]
     log.info("building the native load driver: %s", " ".join(command))
     try:
         built = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        if built.returncode != 0 and tls and "openssl" in built.stderr.lower():
+            raise NativeDriverUnavailable(OPENSSL_MISSING)
         if built.returncode != 0:
             raise NativeDriverUnavailable(
                 f"{compiler} could not build {SOURCE.name}: {built.stderr.strip()[-2000:]}"

@@ -1,4 +1,5 @@
-"""``python -m benchmarks.native [--build | DRIVER ARGS]``: build the native driver, run it."""
+"""``python -m benchmarks.native [--build | DRIVER ARGS]``: build the native driver, run it
+(the TLS build when ``ARGS`` ask for ``--tls``)."""
 
 import os
 import sys
@@ -8,7 +9,7 @@ from benchmarks.native import NativeDriverUnavailable, driver_binary
 
 def main(argv: list[str]) -> int:
     try:
-        binary = driver_binary()
+        binary = driver_binary(tls="--tls" in argv or "--tls-cafile" in argv)
     except NativeDriverUnavailable as exc:
         print(f"benchmarks.native: {exc}", file=sys.stderr)
         return 2

@@ -54,6 +54,16 @@
  * Bounded: loopback targets only (127.0.0.0/8, ::1), at most 100,000
  * connections, every phase has a deadline.
  *
+ * TLS (--tls, in the build made with -DUPPER_TLS and linked with OpenSSL, as
+ * ``benchmarks.native.driver_binary(tls=True)`` does): every connection first
+ * completes a TLS handshake (non-blocking, within --connect-timeout), then the
+ * same load runs over SSL_write/SSL_read with the same byte-by-byte check of
+ * every reply. --tls-cafile verifies the server's certificate (and its
+ * address) against that CA; without it nothing is verified (a benchmark, not
+ * a client). A failed handshake is the error "tls_handshake"; any other TLS
+ * failure is "tls". In churn the server's close must be close_notify then
+ * EOF: an end without close_notify is a "tls" error.
+ *
  * Linux only (epoll).
  */
 #define _GNU_SOURCE
@@ -76,6 +86,12 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef UPPER_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+static SSL_CTX *tls_context;
+#endif
 
 #define MAX_CONNECTIONS 100000
 #define MAX_SECONDS 3600.0
@@ -111,6 +127,7 @@ struct connection {
     size_t written;
     int64_t sent_at;       /* when the outstanding request (or the connect) started, ns */
     int64_t due;           /* when to (re)open it, if scheduled */
+    void *ssl;             /* the connection's SSL (TLS builds, with --tls); NULL: plain */
 };
 
 struct options {
@@ -122,6 +139,8 @@ struct options {
     int lines_per_round, line_size, messages_per_connection;
     const char *cpus;
     bool quiet;
+    bool tls;
+    const char *tls_cafile;
 };
 
 /* ------------------------------------------------------------ global state */
@@ -188,6 +207,7 @@ static const char *errno_kind(int err) {
     case ECONNRESET: case EPIPE: return "reset";
     case ETIMEDOUT: return "timeout";
     case ECONNREFUSED: return "refused";
+    case EPROTO: return "tls";
     default: return "oserror";
     }
 }
@@ -274,6 +294,61 @@ static int schedule_pop(void) {
     return top;
 }
 
+/* ------------------------------------------------------------ plain or TLS I/O */
+
+#ifdef UPPER_TLS
+/* An SSL_read/SSL_write result as send()/recv() would give it: -1 and EAGAIN
+ * when TLS waits for the socket, 0 at close_notify, -1 and EPROTO on a TLS
+ * failure (an end of stream without close_notify included). */
+static ssize_t tls_result(SSL *ssl, int rc) {
+    int saved = errno;
+    switch (SSL_get_error(ssl, rc)) {
+    case SSL_ERROR_WANT_READ: case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        errno = saved ? saved : EPROTO;
+        return -1;
+    default:
+        errno = EPROTO;
+        return -1;
+    }
+}
+#endif
+
+static ssize_t io_send(struct connection *c, const char *data, size_t length) {
+#ifdef UPPER_TLS
+    if (c->ssl) {
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, data, (int)length);
+        return n > 0 ? n : tls_result(c->ssl, n);
+    }
+#endif
+    return send(c->fd, data, length, MSG_NOSIGNAL);
+}
+
+static ssize_t io_recv(struct connection *c, char *buffer, size_t size) {
+#ifdef UPPER_TLS
+    if (c->ssl) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, buffer, (int)size);
+        return n > 0 ? n : tls_result(c->ssl, n);
+    }
+#endif
+    return recv(c->fd, buffer, size, 0);
+}
+
+/* Whether TLS holds decrypted bytes or whole records the socket will not signal. */
+static bool io_pending(struct connection *c) {
+#ifdef UPPER_TLS
+    if (c->ssl) return SSL_has_pending(c->ssl);
+#endif
+    (void)c;
+    return false;
+}
+
 /* ------------------------------------------------------------ connections */
 
 static void watch(struct connection *c, int op, uint32_t events) {
@@ -288,6 +363,12 @@ static void watch(struct connection *c, int op, uint32_t events) {
 static void close_connection(struct connection *c) {
     if (c->state == PARKED || c->state == ACTIVE || c->state == HELD || c->state == CLOSING)
         established--;
+#ifdef UPPER_TLS
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+#endif
     close(c->fd); /* also removes it from the epoll set */
     c->fd = -1;
     c->state = FREE;
@@ -334,7 +415,7 @@ static void fail(struct connection *c, const char *kind) {
 /* Write ``data``; what the kernel does not take now is written when the socket
  * becomes writable. Returns false if the connection failed. */
 static bool write_out(struct connection *c, const char *data, size_t length) {
-    ssize_t n = send(c->fd, data, length, MSG_NOSIGNAL);
+    ssize_t n = io_send(c, data, length);
     if (n == (ssize_t)length) return true;
     if (n < 0) {
         if (errno != EAGAIN) {
@@ -352,7 +433,7 @@ static bool write_out(struct connection *c, const char *data, size_t length) {
 }
 
 static void flush_output(struct connection *c) {
-    ssize_t n = send(c->fd, c->output + c->written, c->output_length - c->written, MSG_NOSIGNAL);
+    ssize_t n = io_send(c, c->output + c->written, c->output_length - c->written);
     if (n < 0) {
         if (errno != EAGAIN) fail(c, errno_kind(errno));
         return;
@@ -404,6 +485,30 @@ static void open_connection(struct connection *c, uint32_t attempt) {
     c->output = NULL;
     c->watching_output = false;
     live++;
+#ifdef UPPER_TLS
+    if (opt.tls) { /* the TLS handshake first: see connect_finished() */
+        SSL *ssl = SSL_new(tls_context);
+        if (!ssl || !SSL_set_fd(ssl, fd)) {
+            fprintf(stderr, "upper-driver: SSL_new failed\n");
+            exit(1);
+        }
+        if (opt.tls_cafile) {
+            struct in6_addr ignored;
+            bool numeric = inet_pton(AF_INET, opt.host, &ignored) == 1 ||
+                           inet_pton(AF_INET6, opt.host, &ignored) == 1;
+            if (numeric)
+                X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), opt.host);
+            else
+                SSL_set1_host(ssl, opt.host);
+        }
+        SSL_set_connect_state(ssl);
+        c->ssl = ssl;
+        c->state = CONNECTING;
+        c->watching_output = true;
+        watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT);
+        return;
+    }
+#endif
     /* On loopback the handshake has usually completed when connect() returns:
      * send the first request at once; wait for writability only on EAGAIN. */
     c->state = CONNECTING;
@@ -434,10 +539,46 @@ static void open_connection(struct connection *c, uint32_t attempt) {
     }
 }
 
+#ifdef UPPER_TLS
+/* One step of the TLS handshake; on success the first request goes out. */
+static void handshake_step(struct connection *c) {
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        c->watching_output = false;
+        watch(c, EPOLL_CTL_MOD, EPOLLIN);
+        connected(c);
+        return;
+    }
+    int err = SSL_get_error(c->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        bool out = err == SSL_ERROR_WANT_WRITE;
+        if (out != c->watching_output) {
+            c->watching_output = out;
+            watch(c, EPOLL_CTL_MOD, out ? EPOLLIN | EPOLLOUT : EPOLLIN);
+        }
+        return;
+    }
+    if (!opt.quiet && error_kind_count == 0) {
+        unsigned long reason = ERR_peek_error();
+        fprintf(stderr, "upper-driver: TLS handshake failed: %s\n",
+                reason ? ERR_reason_error_string(reason) : "connection closed");
+    }
+    fail(c, "tls_handshake");
+}
+#endif
+
 static void connect_finished(struct connection *c, uint32_t events) {
     int err = 0;
     socklen_t length = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &length);
+#ifdef UPPER_TLS
+    if (c->ssl && err == 0) {
+        handshake_step(c); /* a closed or refused socket fails the handshake: counted */
+        return;
+    }
+#endif
     if (err == 0 && !(events & (EPOLLERR | EPOLLHUP))) {
         c->watching_output = false;
         watch(c, EPOLL_CTL_MOD, EPOLLIN);
@@ -494,8 +635,16 @@ static void session_closed(struct connection *c) {
 
 static char read_buffer[READ_SIZE];
 
+static void readable_once(struct connection *c);
+
 static void readable(struct connection *c) {
-    ssize_t n = recv(c->fd, read_buffer, READ_SIZE, 0);
+    uint32_t generation = c->generation;
+    do readable_once(c);
+    while (c->state != FREE && c->generation == generation && io_pending(c));
+}
+
+static void readable_once(struct connection *c) {
+    ssize_t n = io_recv(c, read_buffer, READ_SIZE);
     if (n < 0) {
         if (errno != EAGAIN) fail(c, errno_kind(errno));
         return;
@@ -742,7 +891,7 @@ static const char USAGE[] =
     "  [--idle] [--connections 50] [--duration 5] [--warmup 1] [--lines-per-round 1]\n"
     "  [--line-size 16] [--messages-per-connection 100] [--connect-rate 2000]\n"
     "  [--timeout 10] [--connect-timeout 10] [--ramp-timeout 2*N/rate+10] [--settle 0]\n"
-    "  [--cpus 1,3] [--quiet]\n"
+    "  [--cpus 1,3] [--quiet] [--tls [--tls-cafile CA.pem]]\n"
     "Closed-loop load driver for UPPER servers; prints one JSON object on stdout.\n";
 
 static void parse_options(int argc, char **argv) {
@@ -758,6 +907,7 @@ static void parse_options(int argc, char **argv) {
         }
         if (strcmp(name, "--quiet") == 0) { opt.quiet = true; continue; }
         if (strcmp(name, "--idle") == 0) { opt.mode = IDLE; continue; }
+        if (strcmp(name, "--tls") == 0) { opt.tls = true; continue; }
         if (equals) {
             *equals = '\0';
             value = equals + 1;
@@ -780,6 +930,7 @@ static void parse_options(int argc, char **argv) {
         else if (strcmp(name, "--ramp-timeout") == 0) opt.ramp_timeout = number(name, value, 0.001, MAX_SECONDS);
         else if (strcmp(name, "--settle") == 0) opt.settle = number(name, value, 0, MAX_SECONDS);
         else if (strcmp(name, "--cpus") == 0) opt.cpus = value;
+        else if (strcmp(name, "--tls-cafile") == 0) { opt.tls_cafile = value; opt.tls = true; }
         else if (strcmp(name, "--mode") == 0) {
             int m = 0;
             while (m < 4 && strcmp(value, MODE_NAMES[m]) != 0) m++;
@@ -788,6 +939,9 @@ static void parse_options(int argc, char **argv) {
         } else fail_usage("unknown option (see --help)", name);
     }
     if (opt.port < 0) fail_usage("--port is required", NULL);
+#ifndef UPPER_TLS
+    if (opt.tls) fail_usage("--tls needs the TLS build (benchmarks.native with tls=True)", NULL);
+#endif
     if (opt.mode == PINGPONG) opt.lines_per_round = 1;
     if ((size_t)opt.lines_per_round * (size_t)opt.line_size > (64u << 20))
         fail_usage("a round is larger than 64 MiB", NULL);
@@ -818,6 +972,22 @@ int main(int argc, char **argv) {
     if (opt.cpus) pin_to_cpus(opt.cpus);
     raise_descriptor_limit();
     make_round();
+#ifdef UPPER_TLS
+    if (opt.tls) {
+        tls_context = SSL_CTX_new(TLS_client_method());
+        if (!tls_context) fail_usage("cannot create the TLS context", NULL);
+        SSL_CTX_set_min_proto_version(tls_context, TLS1_2_VERSION);
+        SSL_CTX_set_mode(tls_context, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        if (opt.tls_cafile) {
+            if (SSL_CTX_load_verify_locations(tls_context, opt.tls_cafile, NULL) != 1)
+                fail_usage("cannot load --tls-cafile", opt.tls_cafile);
+            SSL_CTX_set_verify(tls_context, SSL_VERIFY_PEER, NULL);
+        } else {
+            SSL_CTX_set_verify(tls_context, SSL_VERIFY_NONE, NULL);
+        }
+    }
+#endif
     rounds_per_connection = (opt.messages_per_connection + opt.lines_per_round - 1) / opt.lines_per_round;
     if (rounds_per_connection < 1) rounds_per_connection = 1;
     srand((unsigned)now_ns());
@@ -897,7 +1067,8 @@ int main(int argc, char **argv) {
     long long messages = opt.mode == IDLE ? 0 : window_round_trips * opt.lines_per_round;
     const struct histogram *latency = opt.mode == IDLE ? &verify_latency : &window_latency;
     double cpu_fraction = seconds > 0 ? cpu / seconds : 0;
-    printf("{\"driver\": \"native\", \"mode\": \"%s\", \"messages\": %lld, \"seconds\": %.4f, ",
+    printf("{\"tls\": %s, ", opt.tls ? "true" : "false");
+    printf("\"driver\": \"native\", \"mode\": \"%s\", \"messages\": %lld, \"seconds\": %.4f, ",
            MODE_NAMES[opt.mode], messages, seconds);
     printf("\"messages_per_s\": %.1f, \"round_trips\": %lld, ",
            seconds > 0 ? messages / seconds : 0.0, (long long)(opt.mode == IDLE ? (long long)latency->total : window_round_trips));

@@ -19,6 +19,10 @@ Each one:
   without LF;
 - exits 0, quietly, on SIGTERM or SIGINT.
 
+The asyncio ones (``TLS_PEERS``) also serve TLS with ``--tls-cert FILE
+--tls-key FILE``: ``create_server(ssl=context)``, the framework's own SSL
+transport, which is what the benchmark's TLS row compares upper with.
+
 Unlike ``upper_server`` they do not stream: a line is answered once its LF has
 arrived, so an endless line costs memory proportional to its length (or, for
 asyncio streams, ends the session at the 64 KiB ``StreamReader`` limit). They
@@ -46,4 +50,7 @@ PEERS: dict[str, list[str]] = {
     "gevent-lean": [sys.executable, "-m", "benchmarks.peers.gevent_lean"],
 }
 
-__all__ = ["PEERS"]
+TLS_PEERS = {"asyncio-streams", "uvloop-streams", "asyncio-protocol", "uvloop-protocol"}
+"""The peers that take ``--tls-cert FILE --tls-key FILE`` (asyncio's own SSL transport)."""
+
+__all__ = ["PEERS", "TLS_PEERS"]

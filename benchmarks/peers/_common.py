@@ -42,6 +42,8 @@ def run_asyncio_peer(name: str, description: str, start_server, argv=None) -> No
 
     p = parser(description)
     p.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this PEM certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
     args = p.parse_args(argv)
     if args.uvloop:
         import uvloop
@@ -50,6 +52,13 @@ def run_asyncio_peer(name: str, description: str, start_server, argv=None) -> No
 
     async def serve() -> None:
         kwargs = {} if args.backlog is None else {"backlog": args.backlog}
+        if args.tls_cert:
+            # The framework's own TLS (its SSL transport), with the standard server defaults.
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+            kwargs["ssl"] = context
         server = await start_server(args.host, args.port, **kwargs)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -9,12 +9,13 @@ import sys
 import textwrap
 import time
 
-from upper_cli.options import add_address_options, number, resolve_port
+from upper_cli.options import add_address_options, add_client_tls_options, number, resolve_port
 from upper_client.check.checks import CHECKS
 from upper_client.check.outcome import ServerGone
 from upper_client.check.report import TextReport, json_document
 from upper_client.check.runner import preflight, run_checks, select_checks
 from upper_client.check.target import Target
+from upper_client.tls import TLSSetupError, client_context_from
 from upper_protocol.address import AddressError, parse_address
 
 PROG = "upper-check"
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print the results as one JSON document"
     )
+    add_client_tls_options(parser)
     return parser
 
 
@@ -81,7 +83,12 @@ def _split_host_port(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    target = Target(args.host, args.port, args.timeout)
+    try:
+        ssl_context = client_context_from(args, warn=warn)
+    except TLSSetupError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    target = Target(args.host, args.port, args.timeout, ssl_context)
     try:
         preflight(target)
     except ServerGone as gone:
@@ -97,6 +104,10 @@ def main(argv=None) -> int:
         results = run_checks(target, args.checks, on_result=report.result)
         report.finish(results, time.monotonic() - started)
     return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
+
+
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def run() -> None:

@@ -10,14 +10,18 @@ by the check's deadline.
 
 import selectors
 import socket
+import ssl
 import time
 
 from upper_client.check.matching import CONTEXT, Mismatch, ReplyMatcher
 from upper_client.check.outcome import CheckFailed, Evidence, ServerGone
 from upper_client.check.target import ConnectError, Target
+from upper_client.tls import shutdown_write
 from upper_protocol import UpperSession
 
 RECV_SIZE = 256 * 1024
+_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+"""Nothing to do yet: wait for the selector (over TLS a record may be half received)."""
 SENT_SHOWN = 80
 """Bytes of what was sent that a failure shows."""
 
@@ -76,7 +80,7 @@ class Conversation:
         """Shut down our sending side (EOF): the server answers what it holds and closes."""
         self.matcher.expect(self.session.end_of_input())
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            shutdown_write(self.sock)  # over TLS too: the session stays, to read the replies
         except OSError:
             self._note_reset()
 
@@ -195,17 +199,21 @@ class Conversation:
                         last_progress = time.monotonic()
 
     def _read(self) -> None:
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._note_reset()
-            return
-        if not data:
-            self.ended_by_server = FIN
-            return
-        self._compare(data)
+        while True:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except _NOT_NOW:
+                return
+            except OSError:
+                self._note_reset()
+                return
+            if not data:
+                self.ended_by_server = FIN
+                return
+            self._compare(data)
+            # An SSLSocket may hold decrypted bytes the selector cannot see.
+            if not getattr(self.sock, "pending", int)():
+                return
 
     def _compare(self, data: bytes) -> None:
         try:
@@ -217,7 +225,7 @@ class Conversation:
         """Bytes sent, or ``None`` when the connection can take no more."""
         try:
             return self.sock.send(out)
-        except (BlockingIOError, InterruptedError):
+        except _NOT_NOW:
             return 0
         except OSError:
             self._note_reset()
