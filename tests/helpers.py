@@ -137,3 +137,27 @@ def require_tool(name: str, package: str) -> str:
             pytrace=False,
         )
     return path
+
+
+def answers(address, text: str = "sigo aquí", timeout: float = 10.0) -> bool:
+    """Whether a server at ``address`` (IPv4 or IPv6) answers one line with its uppercase."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(text.encode() + b"\n")
+        expected = text.upper().encode() + b"\n"
+        return read_exactly(sock, len(expected)) == expected
+
+
+def assert_workers_die_with_their_parent(server, seen_workers: dict) -> None:
+    """Kill a ``--workers 2`` server's parent with SIGKILL: no worker may keep serving."""
+    workers = wait_for_workers(psutil.Process(server.pid), 2)
+    seen_workers.update(workers)
+    assert answers(server.address)
+    server.process.kill()
+    server.process.wait(timeout=10)
+    assert eventually(
+        lambda: not any(process_alive(pid, created) for pid, created in workers.items())
+    ), "workers kept serving as orphans after the parent was killed"
+    server.process.communicate(timeout=10)  # the workers held the pipes; now they are gone

@@ -710,19 +710,6 @@ def test_filter_desconexion_line_ends_the_session(server, keyword_line):
     assert result.stderr == b""
 
 
-def test_filter_desconexion_ends_the_session_while_stdin_is_still_open(server, piped_client):
-    process = piped_client(server.port)
-    process.stdin.write(b"uno\nDESCONEXION\n")
-    process.stdin.flush()
-    try:
-        process.wait(timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the client did not end the session at DESCONEXION")
-    stdout, stderr = process.communicate(timeout=WAIT)
-    assert process.returncode == 0, stderr
-    assert stdout == b"UNO\n"
-
-
 # Windows, simulated: select() takes sockets only (WSAENOTSOCK for anything else).
 WINDOWS_SELECT = """
 import os, select, selectors, stat, sys
@@ -749,6 +736,22 @@ WINDOWS_FILTER_INPUT = (
 )
 
 
+@pytest.mark.parametrize("patch", ["", WINDOWS_SELECT], ids=["posix", "windows"])
+def test_filter_desconexion_ends_the_session_while_stdin_is_still_open(
+    server, piped_client, patch
+):
+    process = piped_client(server.port, patch=patch)
+    process.stdin.write(b"uno\nDESCONEXION\n")
+    process.stdin.flush()
+    try:
+        process.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the client did not end the session at DESCONEXION")
+    stdout, stderr = process.communicate(timeout=WAIT)
+    assert process.returncode == 0, stderr
+    assert stdout == b"UNO\n"
+
+
 def test_windows_filter_output_is_exactly_the_reply(server):
     result = run_client(server.port, input=WINDOWS_FILTER_INPUT * 8, patch=WINDOWS_SELECT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -767,19 +770,6 @@ def test_windows_filter_with_quiet_producer_answers_before_more_input(server, pi
     stdout, stderr = process.communicate(b"final sin salto", timeout=WAIT)
     assert process.returncode == 0, stderr
     assert stdout == b"FINAL SIN SALTO"
-
-
-def test_windows_filter_desconexion_ends_the_session_while_stdin_is_open(server, piped_client):
-    process = piped_client(server.port, patch=WINDOWS_SELECT)
-    process.stdin.write(b"uno\nDESCONEXION\n")
-    process.stdin.flush()
-    try:
-        process.wait(timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the client did not end the session at DESCONEXION")
-    stdout, stderr = process.communicate(timeout=WAIT)
-    assert process.returncode == 0, stderr
-    assert stdout == b"UNO\n"
 
 
 def test_windows_filter_regular_file_as_stdin(server, tmp_path):

@@ -18,6 +18,8 @@ import time
 import psutil
 import pytest
 from helpers import (
+    answers,
+    assert_workers_die_with_their_parent,
     eventually,
     process_alive,
     read_exactly,
@@ -125,13 +127,6 @@ def wait_for_exit(server: ServerProcess, timeout: float = 30.0):
         server.kill()
         raise
     return server.process.returncode, stdout.decode(), stderr.decode()
-
-
-def answers(address, text: str = "sigo aquí") -> bool:
-    with socket.create_connection(address, timeout=CLOSE_WAIT) as sock:
-        sock.sendall(text.encode() + b"\n")
-        expected = text.upper().encode() + b"\n"
-        return read_exactly(sock, len(expected)) == expected
 
 
 # -- --idle-timeout ----------------------------------------------------------------------
@@ -361,15 +356,7 @@ def test_workers_are_supervised_and_stop_with_the_parent(start_server, seen_work
 
 def test_workers_exit_when_the_parent_is_killed(start_server, seen_workers):
     server = start_server("--workers", "2", "--log-level", "warning")
-    workers = wait_for_workers(psutil.Process(server.pid), 2)
-    seen_workers.update(workers)
-    assert answers(server.address)
-    server.process.kill()
-    server.process.wait(timeout=10)
-    assert eventually(
-        lambda: not any(process_alive(pid, created) for pid, created in workers.items())
-    ), "workers kept running after the parent was killed"
-    server.process.communicate(timeout=10)  # the workers held the pipes; now they are gone
+    assert_workers_die_with_their_parent(server, seen_workers)
 
 
 def test_workers_refuse_new_connections_as_soon_as_sigterm_arrives(start_server, seen_workers):

@@ -16,7 +16,12 @@ import sys
 
 import psutil
 import pytest
-from helpers import eventually, process_alive, read_exactly, wait_for_workers
+from helpers import (
+    answers,
+    assert_workers_die_with_their_parent,
+    process_alive,
+    wait_for_workers,
+)
 from servers import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
@@ -86,16 +91,6 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
-
-
-def answers(address, text: str = "hola servidor") -> bool:
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.settimeout(10)
-        sock.connect(address)
-        sock.sendall(text.encode() + b"\n")
-        expected = text.upper().encode() + b"\n"
-        return read_exactly(sock, len(expected)) == expected
 
 
 def assert_serves_then_stops_cleanly(server: ServerProcess) -> None:
@@ -168,15 +163,7 @@ def test_workers_without_sigtimedwait_or_prctl_are_supervised(start_server, seen
 
 def test_workers_without_prctl_die_with_their_parent(start_server, seen_workers):
     server = start_server(command=server_command(MACOS, "--workers", "2"))
-    workers = wait_for_workers(psutil.Process(server.pid), 2)
-    seen_workers.update(workers)
-    assert answers(server.address)
-    server.process.kill()
-    server.process.wait(timeout=10)
-    assert eventually(
-        lambda: not any(process_alive(pid, created) for pid, created in workers.items())
-    ), "workers kept serving as orphans after the parent was killed"
-    server.process.communicate(timeout=10)
+    assert_workers_die_with_their_parent(server, seen_workers)
 
 
 def test_open_file_limit_is_raised_to_what_macos_allows():
