@@ -24,6 +24,7 @@ Where the greenlet is parked is the connection's ``State``:
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
   client reads. Nothing more is read meanwhile (backpressure).
 - ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
+  The greenlet has ended: hub callbacks (``_drain``) read and discard.
 - ``HIBERNATING``: idle for a while, so the greenlet has ended; only the socket,
   the watcher and the session remain. The first byte that arrives spawns a new
   greenlet that carries on where the last one stopped.
@@ -36,7 +37,8 @@ Seven *interrupts* come from outside (the server's shutdown and its sweeper):
 place that decides it. An interrupt is applied in a hub callback
 (``Connection.interrupt``), where no greenlet runs, so the connection's
 greenlet really is parked where ``state`` says; an ``Action`` that needs the
-greenlet to act is thrown into it as ``Interrupted``. ``overdue()``, beside the
+greenlet to act is thrown into it as ``Interrupted`` (a connection without one,
+``HIBERNATING`` or ``DRAINING``, is acted on right there). ``overdue()``, beside the
 table, is the sweeper's whole decision for one connection.
 
 Fairness: a client that sends as fast as it can keeps the read buffer full.
@@ -46,8 +48,8 @@ the next turn of the event loop, after every other ready connection, timer and
 signal handler has had its turn.
 
 Resource handling: the socket and the watcher are closed exactly once, by
-``_release()``, whatever ends the connection; a hibernating connection holds no
-greenlet. Error handling: a reset or broken pipe is the client's business
+``_release()``, whatever ends the connection; a hibernating or draining
+connection holds no greenlet. Error handling: a reset or broken pipe is the client's business
 (logged at debug); any other error is counted in the stats and logged at
 warning with the peer's address. No error leaves this module: one connection's
 fault never reaches another.
@@ -247,6 +249,13 @@ class Connection:
             self.server.stats.idle_timeouts += 1
         if action is Action.FINISH_AFTER_REPLY:
             self.finish_pending = True
+        elif state is State.DRAINING:
+            # The drain runs in hub callbacks (``_drain``): no greenlet to throw into.
+            if action is Action.END_LINGER:
+                log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
+            else:
+                log.info("%s: closed at the shutdown timeout", self.peer)
+            self._release()
         elif state is State.HIBERNATING:
             self._watcher.stop()
             if action is Action.ABORT:
@@ -301,17 +310,22 @@ class Connection:
                 log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
             else:
                 log.info("%s: closed at the shutdown timeout", self.peer)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            log.debug("%s: connection lost: %s", self.peer, exc)
         except OSError as exc:
-            self.server.stats.errors += 1
-            log.warning("%s: socket error: %s", self.peer, exc)
+            self._socket_failed(exc)
         except Exception:
             self.server.stats.errors += 1
             log.warning("%s: connection failed", self.peer, exc_info=True)
         finally:
-            if self.state is not State.HIBERNATING:
+            # A hibernating or draining connection goes on without its greenlet.
+            if self.greenlet is not None:
                 self._release()
+
+    def _socket_failed(self, exc: OSError) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            log.debug("%s: connection lost: %s", self.peer, exc)
+        else:
+            self.server.stats.errors += 1
+            log.warning("%s: socket error: %s", self.peer, exc)
 
     def _hibernate(self) -> None:
         self.greenlet = None
@@ -472,30 +486,30 @@ class Connection:
         """FIN first, then read and discard until the peer closes: never an RST over replies.
 
         Closing a socket with unread input makes Linux send an RST, which can destroy
-        replies the client has not read yet. The sweeper bounds the drain with the
-        linger timeout (``overdue``), during a shutdown too.
+        replies the client has not read yet. The drain needs no greenlet: this one ends
+        here, and ``_drain`` reads in hub callbacks until the peer's EOF. The sweeper
+        bounds the drain with the linger timeout (``overdue``), during a shutdown too.
         """
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        wait = switch_to_hub(self.server.hub)
-        watch(self._watcher, READ, self.greenlet.switch)
         self.active_at = self.server.loop.now()
+        # The peer needs a moment to read our FIN and answer it: wait first.
+        watch(self._watcher, READ, self._drain)
+        self.greenlet = None
+        self.state = State.DRAINING
+
+    def _drain(self) -> None:
+        """Input while ``DRAINING`` (a hub callback): discard it; close at the peer's EOF.
+
+        One read per wake-up, so a peer that floods us here gets no more than its turn.
+        """
         try:
-            while True:
-                # The peer needs a moment to read our FIN and answer it: wait first.
-                # One read per wake-up, so a peer that floods us here gets no more
-                # than its turn either.
-                self.state = State.DRAINING
-                wait()
-                self.state = State.RUNNING
-                try:
-                    if not self.sock.recv(_DRAIN_SIZE):
-                        return
-                except BlockingIOError:
-                    continue
-        except Interrupted as why:
-            if why.action is not Action.END_LINGER:
-                raise
-            log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
+            if self.sock.recv(_DRAIN_SIZE):
+                return
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._socket_failed(exc)
+        self._release()
