@@ -11,7 +11,8 @@ reset never destroys replies the client has not read yet.
 
 Where the greenlet is parked is the connection's ``State``:
 
-- ``STARTING``: spawned, not yet run.
+- ``STARTING``: spawned at the accept, not yet run (only a connection that opens
+  with a PROXY header or a TLS handshake: any other starts ``HIBERNATING``).
 - ``READING_PROXY_HEADER``: with ``--proxy-protocol``, waiting for the rest of
   the PROXY header that must open the connection (``_read_proxy_header``).
   Bounded by ``Timeouts.proxy_header`` from the accept; the bytes that follow
@@ -27,7 +28,9 @@ Where the greenlet is parked is the connection's ``State``:
   The greenlet has ended: hub callbacks (``_drain``) read and discard.
 - ``HIBERNATING``: idle for a while, so the greenlet has ended; only the socket,
   the watcher and the session remain. The first byte that arrives spawns a new
-  greenlet that carries on where the last one stopped.
+  greenlet that carries on where the last one stopped. A connection with no
+  PROXY header and no handshake starts here: its first greenlet is spawned by
+  its first byte (waiting for it is what ``READING`` would do, minus the greenlet).
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
 Seven *interrupts* come from outside (the server's shutdown and its sweeper):
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 
 import gevent
 from gevent import GreenletExit, getcurrent
+from greenlet import greenlet
 
 from upper_gevent import READ, WRITE, switch_to_hub, watch
 from upper_protocol import UpperSession
@@ -196,6 +200,8 @@ class Connection:
     """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the
     event loop run everything else. 4 x 64 KiB is well under a millisecond of work,
     and costs a flooding client nothing measurable (see the README's fairness note)."""
+    opens_with_a_handshake = False
+    """A phase bounded by its own timeout from the accept (TLS) needs a greenlet at once."""
 
     __slots__ = (
         "sock",
@@ -231,7 +237,13 @@ class Connection:
     # -- control, from the server (any greenlet) -----------------------------
 
     def start(self) -> None:
-        self.greenlet = gevent.spawn_raw(self._run, None, False)
+        if self.proxy_header is None and not self.opens_with_a_handshake:
+            # Nothing to do before the first byte: wait for it as a hibernating connection
+            # does, with no greenlet (``_wake`` spawns one), under the same idle timeout.
+            self.state = State.HIBERNATING
+            self._watcher.start(self._wake)
+        else:
+            self.greenlet = gevent.spawn_raw(self._run, None, False)
 
     def interrupt(self, interrupt: Interrupt) -> None:
         """Apply ``interrupt`` as ``TRANSITIONS`` says, in a hub callback (see the module)."""
@@ -262,8 +274,7 @@ class Connection:
                 log.info("%s: closed at the shutdown timeout", self.peer)
                 self._release()
             else:
-                self.state = State.STARTING
-                self.greenlet = gevent.spawn_raw(self._run, Interrupted(action), False)
+                self._run_now(Interrupted(action), False)
         elif state is State.STARTING:
             # ABORT only: GreenletExit kills a greenlet that never ran without running it.
             self.greenlet.throw(GreenletExit)
@@ -275,8 +286,17 @@ class Connection:
     def _wake(self) -> None:
         """Input arrived for a hibernating connection (a hub callback)."""
         self._watcher.stop()
-        self.state = State.STARTING
-        self.greenlet = gevent.spawn_raw(self._run, None, True)
+        self._run_now(None, True)
+
+    def _run_now(self, interrupted: Interrupted | None, input_ready: bool) -> None:
+        """From a hub callback: ``_run`` in a new greenlet at once, until it first waits.
+
+        A plain greenlet switched to from here, not ``spawn_raw``: that one is run by one
+        more hub callback, and records the spawning greenlet and its tree-locals (a
+        dict, a weakref and a caught AttributeError per greenlet), for debugging aids
+        this server does not use. The greenlet's parent is the hub, as ``spawn_raw``'s.
+        """
+        greenlet(self._run, self.server.hub).switch(interrupted, input_ready)
 
     # -- the connection's greenlet --------------------------------------------
 

@@ -112,6 +112,7 @@ class TLSConnection(Connection):
     """A ``Connection`` that speaks TLS (see the module's docstring)."""
 
     __slots__ = ("tls", "_incoming", "_outgoing", "_secure")
+    opens_with_a_handshake = True
 
     def __init__(self, sock, peer: str, server) -> None:
         super().__init__(sock, peer, server)
