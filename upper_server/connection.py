@@ -205,7 +205,8 @@ class Connection:
 
     __slots__ = (
         "sock",
-        "peer",
+        "address",
+        "_peer",
         "server",
         "session",
         "greenlet",
@@ -217,9 +218,11 @@ class Connection:
         "_watcher",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, server) -> None:
+    def __init__(self, sock: socket.socket, address: tuple, server) -> None:
         self.sock = sock
-        self.peer = peer
+        self.address = address
+        """The client's address as accepted (``(host, port)``; IPv6 has two more fields)."""
+        self._peer = None
         self.server = server
         self.session = UpperSession()
         self.greenlet = None
@@ -233,6 +236,14 @@ class Connection:
         )
         """The PROXY header's parser until the header is read, then None."""
         self._watcher = server.loop.io(sock.fileno(), READ)
+
+    @property
+    def peer(self) -> str:
+        """The client, as log lines name it: ``HOST:PORT`` of the socket's address, or of the
+        one a PROXY header gave. Formatted when first needed: most connections log nothing."""
+        if self._peer is None:
+            self._peer = format_address(*self.address[:2])
+        return self._peer
 
     # -- control, from the server (any greenlet) -----------------------------
 
@@ -398,7 +409,7 @@ class Connection:
             raise _Rejected from None
         self.proxy_header = None
         if header.source is not None:  # LOCAL and UNKNOWN: the socket's address stands
-            self.peer = format_address(*header.source)
+            self._peer = format_address(*header.source)
         log.debug("%s: PROXY v%d %s", self.peer, header.version, header.command)
         self.active_at = self.server.loop.now()
         return self._take_leftover(header.leftover)

@@ -1,5 +1,6 @@
-"""The lingering close without a greenlet: FIN first, then hub callbacks discard input
-until the peer's EOF, bounded by the linger timeout and by a forced shutdown."""
+"""A connection's life around its session: the accept's log line, and the lingering close
+without a greenlet (FIN first, then hub callbacks discard input until the peer's EOF,
+bounded by the linger timeout and by a forced shutdown)."""
 
 import logging
 import socket
@@ -50,3 +51,13 @@ def test_a_forced_shutdown_ends_a_drain_within_the_shutdown_timeout(threaded_ser
         running.stop()
         assert running.stats.open_connections == 0
     assert "closed at the shutdown timeout" in caplog.text
+
+
+def test_connected_and_closed_name_the_client(threaded_server, caplog):
+    caplog.set_level(logging.DEBUG, logger="upper_server")
+    running = threaded_server()
+    with _desconexion(running) as client:
+        port = client.getsockname()[1]
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    assert f"127.0.0.1:{port}: connected" in caplog.text
+    assert f"127.0.0.1:{port}: closed" in caplog.text
