@@ -68,7 +68,9 @@ class Acceptor(StreamServer):
                 return None
             raise
         # The C-level socket type: the stdlib's Python wrapper only adds per-connection cost.
-        sock = _socket.socket(self.socket.family, socket.SOCK_STREAM, 0, fd)
+        # ``family`` is gevent's copy of the listener's: a stdlib listener's own ``family``
+        # is a Python property that builds an enum member on every call.
+        sock = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)
         # Replies go out as soon as they are ready; Nagle would hold a pipelined
         # client's replies back behind delayed ACKs (40 ms per round trip).
