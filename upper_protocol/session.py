@@ -20,13 +20,15 @@ class UpperSession(KeywordScanner):
     most 3), so memory stays constant however long a line is.
     """
 
-    __slots__ = ("ended", "_plain", "_decoder", "_utf8_pending")
+    __slots__ = ("ended", "plain", "_decoder", "_utf8_pending")
 
     def __init__(self) -> None:
         super().__init__()
         self.ended = False
-        # Not ended, nothing held back, at a line start: the fast path applies.
-        self._plain = True
+        self.plain = True
+        """Not ended, nothing held back, at a line start: a chunk of complete ASCII lines
+        without the keyword is answered by its ASCII uppercase (``feed``'s fast path, which
+        the server's receive loop inlines)."""
         self._decoder = None
         self._utf8_pending = False
 
@@ -38,7 +40,7 @@ class UpperSession(KeywordScanner):
         needs to count only the input.
         """
         if (
-            self._plain
+            self.plain
             and data
             and data[-1] == LF
             and data.isascii()
@@ -55,10 +57,10 @@ class UpperSession(KeywordScanner):
         text = self.scan(data)
         if self.found:
             self.ended = True
-            self._plain = False
+            self.plain = False
             return self._upper(text)
         reply = self._upper(text)
-        self._plain = self._at_line_start and not (self._held or self._utf8_pending)
+        self.plain = self._at_line_start and not (self._held or self._utf8_pending)
         return reply
 
     def end_of_input(self) -> bytes:
@@ -66,7 +68,7 @@ class UpperSession(KeywordScanner):
         if self.ended:
             return b""
         self.ended = True
-        self._plain = False
+        self.plain = False
         held, self._held = self._held, b""
         if held == KEYWORD:
             return b""
