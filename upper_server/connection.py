@@ -20,7 +20,8 @@ Where the greenlet is parked is the connection's ``State``:
   handshake (``upper_server.tls``). Nothing has been read that needs an answer,
   and the handshake timeout (``Timeouts.handshake``) alone bounds it.
 - ``RUNNING``: between two waits (never seen from outside: see below).
-- ``READING``: waiting for input on the read watcher.
+- ``READING``: waiting for input on the read watcher. The receive loop sets it
+  once and keeps it while it answers, since nobody can look while it runs.
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
   client reads. Nothing more is read meanwhile (backpressure).
 - ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
@@ -243,9 +244,6 @@ class Connection:
         self.server.loop.run_callback(self._apply, interrupt)
 
     def overdue(self, now: float, timeouts: Timeouts) -> Interrupt | None:
-        if self.progressed:
-            self.progressed = False
-            self.active_at = now
         return overdue(self.state, now - self.active_at, timeouts)
 
     def _apply(self, interrupt: Interrupt) -> None:
