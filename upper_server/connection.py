@@ -425,6 +425,7 @@ class Connection:
             # per-message work here (tests/test_protocol_properties.py states the rule).
             if session.plain and data[-1] == LF and data.isascii() and not data.partition(keyword)[1]:
                 reply = data.upper()
+                length = size
             else:
                 reply = feed(data)
                 if session.ended:
@@ -432,14 +433,14 @@ class Connection:
                     self.state = State.RUNNING
                     self._send_all(reply)
                     return
+                length = len(reply)
+                if length != size:
+                    stats.bytes_unsent += size - length  # held back, or resized by uppercase
             # The counters of what goes out are derived from these (ServerStats): until
             # the session ends, a reply has exactly the lines of its input.
             lines = data.count(b"\n")
             stats.bytes_in += size
             stats.lines_in += lines
-            length = len(reply)
-            if length != size:
-                stats.bytes_unsent += size - length  # held back, or resized by uppercase
             if length:
                 try:
                     sent = send(reply)
