@@ -29,6 +29,8 @@ from helpers import (
 from reference_model import expected_reply
 from servers import ServerProcess
 
+from upper_server.connection import State
+
 pytestmark = pytest.mark.timeout(90)
 
 CLOSE_WAIT = 15.0
@@ -667,3 +669,52 @@ def test_counters_are_readable_from_python(threaded_server, connect):
     assert (stats.lines_in, stats.lines_out) == (2, 2)
     assert (stats.bytes_in, stats.bytes_out) == (len(sent), len(reply))
     assert stats.errors == 0
+
+
+def test_counters_leave_out_what_is_held_back_or_never_answered(threaded_server, connect):
+    running = threaded_server()
+    sock = connect(running.address)
+    sock.sendall(b"uno\nDESC")  # the line start may become the keyword: held back
+    assert read_exactly(sock, 4) == b"UNO\n"
+    stats = running.stats
+    assert running.wait_until(lambda server: server.stats.bytes_in == 8)
+    assert (stats.lines_in, stats.lines_out, stats.bytes_out) == (1, 1, 4)
+    sock.sendall(b"ONEXION\n")  # it did: the keyword line is read, never answered
+    assert read_until_eof(sock) == b""
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    assert (stats.lines_in, stats.lines_out) == (2, 1)
+    assert (stats.bytes_in, stats.bytes_out) == (16, 4)
+    assert stats.snapshot()["bytes_out"] == 4 and "bytes_unsent" not in stats.snapshot()
+
+
+def test_a_reply_the_client_has_not_read_is_not_counted_as_sent(threaded_server):
+    running = threaded_server()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up at once
+    sock.settimeout(CLOSE_WAIT)
+    sock.connect(running.address)
+    line = b"x" * 1023 + b"\n"
+    chunk = line * 64  # 64 KiB: the server sends each reply while reading the next
+    times = 256  # 16 MiB: more than the socket buffers on both sides can take
+    sender = threading.Thread(target=lambda: sock.sendall(chunk * times), daemon=True)
+    try:
+        sender.start()
+        # The server is parked with a reply the client is not reading.
+        assert running.wait_until(
+            lambda server: any(c.state is State.SENDING for c in server.connections)
+        )
+        stats = running.stats
+        snapshot = stats.snapshot()  # one consistent view: the server thread may run on
+        assert snapshot["bytes_out"] < snapshot["bytes_in"]
+        assert snapshot["lines_out"] < snapshot["lines_in"]
+        assert snapshot["bytes_in"] - snapshot["bytes_out"] >= len(line)
+        sock.settimeout(CLOSE_WAIT)
+        assert read_exactly(sock, len(chunk) * times) == (chunk * times).upper()
+        sender.join(CLOSE_WAIT)
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_eof(sock) == b""
+    finally:
+        sock.close()
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    assert (stats.bytes_in, stats.lines_in) == (len(chunk) * times, 64 * times)
+    assert (stats.bytes_out, stats.lines_out) == (stats.bytes_in, stats.lines_in)

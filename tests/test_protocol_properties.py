@@ -9,7 +9,7 @@ from reference_model import (
     session_ended,
 )
 
-from upper_protocol import UpperSession
+from upper_protocol import KEYWORD, UpperSession
 
 PROPERTY_SETTINGS = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -97,6 +97,46 @@ def answer(segments) -> bytes:
 def test_segmentation_does_not_change_the_reply(cut):
     data, segments = cut
     assert answer(segments) == answer([data])
+
+
+@PROPERTY_SETTINGS
+@given(cut_streams())
+@example((b"uno\nDESC" + b"ONEXION\ndos\n", [b"uno\nDESC", b"ONEXION\ndos\n"]))
+@example((b"stra\xc3\x9fe\n", [b"stra\xc3", b"\x9fe\n"]))
+def test_until_the_session_ends_each_reply_has_the_lines_of_its_input(cut):
+    """What is held back never holds an LF: the server counts lines once, on input."""
+    _data, segments = cut
+    session = UpperSession()
+    for segment in segments:
+        reply = session.feed(segment)
+        if session.ended:
+            break
+        assert reply.count(b"\n") == segment.count(b"\n")
+
+
+@PROPERTY_SETTINGS
+@given(cut_streams())
+@example((b"hola\nservidor\n", [b"hola\n", b"servidor\n"]))
+@example((b"ab\nDESCONEXION\n", [b"ab\n", b"DESCONEXION\n"]))
+@example((b"DESC\nx\n", [b"DESC", b"\nx\n"]))
+def test_plain_chunks_are_answered_by_their_ascii_uppercase(cut):
+    """The rule ``UpperSession.plain`` states, which the server's receive loop applies
+    itself instead of calling ``feed``."""
+    _data, segments = cut
+    session = UpperSession()
+    for segment in segments:
+        applies = (
+            session.plain
+            and segment.endswith(b"\n")
+            and segment.isascii()
+            and KEYWORD not in segment
+        )
+        reply = session.feed(segment)
+        if applies:
+            assert reply == segment.upper()
+            assert session.plain and not session.ended
+        if session.ended:
+            break
 
 
 @PROPERTY_SETTINGS

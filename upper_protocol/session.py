@@ -20,37 +20,47 @@ class UpperSession(KeywordScanner):
     most 3), so memory stays constant however long a line is.
     """
 
-    __slots__ = ("ended", "_plain", "_decoder", "_utf8_pending")
+    __slots__ = ("ended", "plain", "_decoder", "_utf8_pending")
 
     def __init__(self) -> None:
         super().__init__()
         self.ended = False
-        self._plain = True  # not ended, nothing held back: the fast path applies
+        self.plain = True
+        """Not ended, nothing held back, at a line start: a chunk of complete ASCII lines
+        without the keyword is answered by its ASCII uppercase (``feed``'s fast path, which
+        the server's receive loop inlines)."""
         self._decoder = None
         self._utf8_pending = False
 
     def feed(self, data: bytes) -> bytes:
+        """The reply to ``data``, to send now.
+
+        Until the session ends, every LF fed comes back in the reply of the same
+        feed (what is held back never contains one), so a caller counting lines
+        needs to count only the input.
+        """
         if (
-            self._plain
+            self.plain
             and data
             and data[-1] == LF
             and data.isascii()
-            # find(), not ``in``: bytes.__contains__ first tries its argument as an
-            # integer and builds a TypeError it then discards, on every message.
-            and data.find(KEYWORD) < 0
+            # partition(), not ``in`` or find(): ``in`` first tries its argument as an
+            # integer and builds a TypeError it then discards, and find() parses its
+            # arguments as a tuple; partition() takes one argument and, when the
+            # keyword is absent, returns ``data`` itself and two shared empty bytes.
+            and not data.partition(KEYWORD)[1]
         ):
             # The common case, complete ASCII lines and nothing held: one C-level upper.
-            self._at_line_start = True
             return data.upper()
         if self.ended or not data:
             return b""
         text = self.scan(data)
         if self.found:
             self.ended = True
-            self._plain = False
+            self.plain = False
             return self._upper(text)
         reply = self._upper(text)
-        self._plain = not (self._held or self._utf8_pending)
+        self.plain = self._at_line_start and not (self._held or self._utf8_pending)
         return reply
 
     def end_of_input(self) -> bytes:
@@ -58,7 +68,7 @@ class UpperSession(KeywordScanner):
         if self.ended:
             return b""
         self.ended = True
-        self._plain = False
+        self.plain = False
         held, self._held = self._held, b""
         if held == KEYWORD:
             return b""

@@ -21,7 +21,8 @@ Where the greenlet is parked is the connection's ``State``:
   handshake (``upper_server.tls``). Nothing has been read that needs an answer,
   and the handshake timeout (``Timeouts.handshake``) alone bounds it.
 - ``RUNNING``: between two waits (never seen from outside: see below).
-- ``READING``: waiting for input on the read watcher.
+- ``READING``: waiting for input on the read watcher. The receive loop sets it
+  once and keeps it while it answers, since nobody can look while it runs.
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
   client reads. Nothing more is read meanwhile (backpressure).
 - ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
@@ -68,8 +69,9 @@ from gevent import GreenletExit, getcurrent
 from greenlet import greenlet
 
 from upper_gevent import READ, WRITE, switch_to_hub, watch
-from upper_protocol import UpperSession
+from upper_protocol import KEYWORD, UpperSession
 from upper_protocol.address import format_address
+from upper_protocol.keyword import LF
 from upper_protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,7 @@ class Connection:
         "greenlet",
         "state",
         "active_at",
+        "progressed",
         "opened_at",
         "finish_pending",
         "proxy_header",
@@ -228,7 +231,12 @@ class Connection:
         self.greenlet = None
         self.state = State.STARTING
         self.active_at = self.opened_at = server.loop.now()
-        """When a byte last moved either way (``DRAINING``: when our FIN left)."""
+        """When a byte last moved either way (``DRAINING``: when our FIN left), as far as
+        the sweeper knows: see ``progressed``."""
+        self.progressed = False
+        """Input was answered since the sweeper last looked. The receive loop sets this
+        flag instead of reading the clock for every message; the sweeper turns it into
+        ``active_at``, so a timeout can come up to one sweep interval late, never early."""
         self.finish_pending = server.stopping
         """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
         self.proxy_header = (
@@ -418,9 +426,7 @@ class Connection:
         """The bytes that came after the PROXY header are the session's first input (over
         TLS, the handshake's: ``TLSConnection``). Whether the session goes on."""
         if leftover:
-            stats = self.server.stats
-            stats.bytes_in += len(leftover)
-            stats.lines_in += leftover.count(b"\n")
+            self.server.stats.received(leftover)
             self._send_all(self.session.feed(leftover))
         return not self.session.ended
 
@@ -428,7 +434,6 @@ class Connection:
         """The receive, uppercase, send loop, until the session ends or must finish."""
         session = self.session
         stats = self.server.stats
-        now = self.server.loop.now
         wait = switch_to_hub(self.server.hub)
         # One buffer per server, reused: recv(64 KiB) would allocate 64 KiB and
         # shrink it for every 16-byte line. The hub runs one greenlet at a time,
@@ -438,16 +443,19 @@ class Connection:
         recv_into = self.sock.recv_into
         send = self.sock.send
         feed = session.feed
+        keyword = KEYWORD
         reads_per_turn = self.reads_per_turn
         full_reads = 0
-        # Enum members are looked up through EnumType's __getattr__ hook: once, not per message.
-        reading, running = State.READING, State.RUNNING
         watch(self._watcher, READ, self.greenlet.switch)
-        while not self.finish_pending:
+        # The loop waits only in wait() (READING) and in _send_rest (SENDING, after
+        # which READING is put back): the state is set once, not twice per message.
+        self.state = reading = State.READING
+        # finish_pending is set only while this greenlet waits in STARTING or SENDING
+        # (TRANSITIONS): it is read before the loop and after _send_rest, not per read.
+        finishing = self.finish_pending
+        while not finishing:
             if not input_ready:
-                self.state = reading
                 wait()
-                self.state = running
                 full_reads = 0
             try:
                 size = recv_into(buffer)
@@ -455,24 +463,43 @@ class Connection:
                 input_ready = False
                 continue
             if not size:
-                self._send_all(session.end_of_input())
-                return
+                break
             data = received[:size].tobytes()
-            self.active_at = now()
+            self.progressed = True
+            # UpperSession.feed's fast path, inlined: a Python call is a tenth of the
+            # per-message work here (tests/test_protocol_properties.py states the rule).
+            if session.plain and data[-1] == LF and data.isascii() and not data.partition(keyword)[1]:
+                reply = data.upper()
+                length = size
+            else:
+                reply = feed(data)
+                if session.ended:
+                    stats.received(data)
+                    self.state = State.RUNNING
+                    self._send_all(reply)
+                    return
+                length = len(reply)
+                if length != size:
+                    stats.bytes_unsent += size - length  # held back, or resized by uppercase
+            # The counters of what goes out are derived from these (ServerStats): until
+            # the session ends, a reply has exactly the lines of its input.
+            lines = data.count(b"\n")
             stats.bytes_in += size
-            stats.lines_in += data.count(b"\n")
-            reply = feed(data)
-            if reply:
+            stats.lines_in += lines
+            if length:
                 try:
                     sent = send(reply)
                 except BlockingIOError:
                     sent = 0
-                if sent != len(reply):
+                if sent != length:
+                    # Not counted as sent until the client has read all of it.
+                    stats.bytes_unsent += length
+                    stats.lines_unsent += lines
                     self._send_rest(reply, sent)
-                stats.bytes_out += len(reply)
-                stats.lines_out += reply.count(b"\n")
-            if session.ended:
-                return
+                    stats.bytes_unsent -= length
+                    stats.lines_unsent -= lines
+                    self.state = reading
+                    finishing = self.finish_pending
             # A full buffer means the client is probably ahead of us: read again at once,
             # but only a few times in a row (fairness: see the module's docstring).
             if size == RECV_SIZE:
@@ -480,13 +507,13 @@ class Connection:
                 input_ready = full_reads < reads_per_turn
             else:
                 input_ready = False
+        self.state = State.RUNNING
         self._send_all(session.end_of_input())
 
     def _send_all(self, data: bytes) -> None:
         if data:
             self._send_rest(data, 0)
-            self.server.stats.bytes_out += len(data)
-            self.server.stats.lines_out += data.count(b"\n")
+            self.server.stats.sent(data)
 
     def _send_rest(self, data: bytes, sent: int) -> None:
         """Park this greenlet (only) until all of ``data`` is sent: backpressure.
@@ -526,6 +553,7 @@ class Connection:
         except OSError:
             return
         self.active_at = self.server.loop.now()
+        self.progressed = False  # the linger counts from the FIN, not from the last reply
         # The peer needs a moment to read our FIN and answer it: wait first.
         watch(self._watcher, READ, self._drain)
         self.greenlet = None

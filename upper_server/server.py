@@ -252,6 +252,12 @@ class UpperServer:
             now = self.loop.now()
             hibernating = 0
             for connection in list(self.connections):
+                if connection.progressed:
+                    # Answered input since the last round, so due nothing yet. At C10K this
+                    # round runs for every connection twice a second: keep it to a flag.
+                    connection.progressed = False
+                    connection.active_at = now
+                    continue
                 interrupt = connection.overdue(now, timeouts)
                 if interrupt is not None:
                     connection.interrupt(interrupt)

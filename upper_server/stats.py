@@ -5,12 +5,22 @@ from dataclasses import asdict, dataclass
 
 @dataclass(slots=True)
 class ServerStats:
+    """The server's counters. ``lines_out`` and ``bytes_out`` are derived, not counted.
+
+    A connection's receive loop counts what comes in, and most of it goes straight
+    back out: a reply has the lines of its input, and the bytes too unless a line
+    start is held back or a character changes length in uppercase. So the loop
+    adds to two counters per read, not four, and records only the exceptions in
+    ``lines_unsent`` and ``bytes_unsent``: what was received minus what was sent,
+    including replies still waiting for the client to read them.
+    """
+
     open_connections: int = 0
     connections_served: int = 0
     lines_in: int = 0
-    lines_out: int = 0
     bytes_in: int = 0
-    bytes_out: int = 0
+    lines_unsent: int = 0
+    bytes_unsent: int = 0  # negative when uppercase made the replies longer
     errors: int = 0
     idle_timeouts: int = 0
     accept_errors: int = 0
@@ -19,8 +29,32 @@ class ServerStats:
     proxy_rejected_timeout: int = 0  # no whole header within --proxy-header-timeout
     failed_handshakes: int = 0
 
+    @property
+    def lines_out(self) -> int:
+        return self.lines_in - self.lines_unsent
+
+    @property
+    def bytes_out(self) -> int:
+        return self.bytes_in - self.bytes_unsent
+
+    def received(self, data: bytes) -> None:
+        """``data`` came in and none of it is answered yet."""
+        lines = data.count(b"\n")
+        self.bytes_in += len(data)
+        self.lines_in += lines
+        self.bytes_unsent += len(data)
+        self.lines_unsent += lines
+
+    def sent(self, data: bytes) -> None:
+        """``data`` went out, answering what ``received`` counted."""
+        self.bytes_unsent -= len(data)
+        self.lines_unsent -= data.count(b"\n")
+
     def snapshot(self) -> dict[str, int]:
-        return asdict(self)
+        counters = asdict(self)
+        del counters["lines_unsent"], counters["bytes_unsent"]
+        counters.update(lines_out=self.lines_out, bytes_out=self.bytes_out)
+        return counters
 
     def summary(self) -> str:
         return (

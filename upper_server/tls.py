@@ -211,7 +211,6 @@ class TLSConnection(Connection):
         """``Connection._answer`` over TLS: the same receive, uppercase, send loop, fairness
         and backpressure, with records decrypted after the read and replies encrypted
         before the send."""
-        now = self.server.loop.now
         wait = switch_to_hub(self.server.hub)
         buffer = self.server.receive_buffer
         received = memoryview(buffer)
@@ -240,7 +239,7 @@ class TLSConnection(Connection):
                 log.debug("%s: TCP end of stream without close_notify", self.peer)
                 self._send_all(self.session.end_of_input())
                 return
-            self.active_at = now()
+            self.progressed = True
             incoming_write(received[:size])
             if answer_records():
                 return
@@ -272,13 +271,11 @@ class TLSConnection(Connection):
                 # of input.
                 self._send_all(session.end_of_input())
                 return True
-            stats.bytes_in += len(data)
-            stats.lines_in += data.count(b"\n")
+            stats.received(data)
             reply = session.feed(data)
             if reply:
                 self._send_encrypted(reply)
-                stats.bytes_out += len(reply)
-                stats.lines_out += reply.count(b"\n")
+                stats.sent(reply)
             if session.ended:
                 return True
             # Nothing left to decrypt: stop here rather than pay for the SSLWantReadError
@@ -302,8 +299,7 @@ class TLSConnection(Connection):
     def _send_all(self, data: bytes) -> None:
         if data:
             self._send_encrypted(data)
-            self.server.stats.bytes_out += len(data)
-            self.server.stats.lines_out += data.count(b"\n")
+            self.server.stats.sent(data)
 
     def _close_cleanly(self) -> None:
         """Every reply is out: close_notify, then FIN and the drain (``Connection``'s)."""
