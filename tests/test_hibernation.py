@@ -1,5 +1,6 @@
 """Idle connections give their greenlet back and get a new one when they speak."""
 
+import logging
 import socket
 
 from helpers import read_exactly, read_until_eof
@@ -36,3 +37,22 @@ def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
             client.close()
     assert running.wait_until(lambda server: server.stats.open_connections == 0)
     assert running.stats.snapshot()["connections_served"] == 20
+
+
+def test_a_new_connection_gets_its_greenlet_from_its_first_byte(threaded_server, caplog):
+    caplog.set_level(logging.INFO, logger="upper_server.connection")
+    running = threaded_server(idle_timeout=0.3)
+    baseline = running.live_greenlets()
+    with (
+        socket.create_connection(running.address, timeout=10) as speaker,
+        socket.create_connection(running.address, timeout=10) as silent,
+    ):
+        assert running.wait_until(
+            lambda server: [c.state for c in server.connections] == [State.HIBERNATING] * 2
+        )
+        assert running.live_greenlets() == baseline
+        speaker.sendall(b"hola\n")
+        assert read_exactly(speaker, 5) == b"HOLA\n"
+        # The idle timeout still bounds the wait for a first byte: a polite close.
+        assert read_until_eof(silent) == b""
+    assert "closed after 0.3s idle" in caplog.text

@@ -32,6 +32,7 @@ USED_GEVENT_NAMES = {
         "_timer",  # private: our retry timer after EMFILE, as gevent's own back-off uses
         "loop",
         "socket",
+        "family",  # the listener's address family, kept by gevent
         "address",
         "started",
         "close",

@@ -30,7 +30,9 @@ _GAVE_UP = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 class Acceptor(StreamServer):
     """Accepts on ``listener`` (a listening socket or an address) for ``owner``.
 
-    ``owner`` provides ``full()``, ``register(sock, address)`` and ``stats``.
+    ``owner`` provides ``full()``, ``register(sock, address)``, ``accepting_stopped()``
+    (called when this acceptor stops accepting for want of descriptors; ``full()``
+    returning True stops it too) and ``stats``.
     """
 
     backlog = 4096
@@ -44,15 +46,14 @@ class Acceptor(StreamServer):
         # gevent requires a handler. do_handle() below registers the connection in the
         # accept loop itself, instead of spawning a greenlet that would only do that.
         super().__init__(listener, handle=owner.register, spawn=None)
+        # Asked before every accept: the owner's own method, as gevent does with a pool's.
+        self.full = owner.full
         self._retry_delay = 0.0
         self._paused = False
 
     @property
     def address_text(self) -> str:
         return format_address(*self.address[:2])
-
-    def full(self) -> bool:
-        return self.owner.full()
 
     def do_read(self):
         try:
@@ -67,7 +68,9 @@ class Acceptor(StreamServer):
                 return None
             raise
         # The C-level socket type: the stdlib's Python wrapper only adds per-connection cost.
-        sock = _socket.socket(self.socket.family, socket.SOCK_STREAM, 0, fd)
+        # ``family`` is gevent's copy of the listener's: a stdlib listener's own ``family``
+        # is a Python property that builds an enum member on every call.
+        sock = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)
         # Replies go out as soon as they are ready; Nagle would hold a pipelined
         # client's replies back behind delayed ACKs (40 ms per round trip).
@@ -95,6 +98,7 @@ class Acceptor(StreamServer):
     def _pause(self, exc: OSError) -> None:
         """Out of descriptors: stop watching the listener for a while instead of spinning."""
         self.owner.stats.accept_errors += 1
+        self.owner.accepting_stopped()
         if not self._paused:
             self._paused = True
             log.warning(

@@ -11,7 +11,8 @@ reset never destroys replies the client has not read yet.
 
 Where the greenlet is parked is the connection's ``State``:
 
-- ``STARTING``: spawned, not yet run.
+- ``STARTING``: spawned at the accept, not yet run (only a connection that opens
+  with a PROXY header or a TLS handshake: any other starts ``HIBERNATING``).
 - ``READING_PROXY_HEADER``: with ``--proxy-protocol``, waiting for the rest of
   the PROXY header that must open the connection (``_read_proxy_header``).
   Bounded by ``Timeouts.proxy_header`` from the accept; the bytes that follow
@@ -25,9 +26,12 @@ Where the greenlet is parked is the connection's ``State``:
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
   client reads. Nothing more is read meanwhile (backpressure).
 - ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
+  The greenlet has ended: hub callbacks (``_drain``) read and discard.
 - ``HIBERNATING``: idle for a while, so the greenlet has ended; only the socket,
   the watcher and the session remain. The first byte that arrives spawns a new
-  greenlet that carries on where the last one stopped.
+  greenlet that carries on where the last one stopped. A connection with no
+  PROXY header and no handshake starts here: its first greenlet is spawned by
+  its first byte (waiting for it is what ``READING`` would do, minus the greenlet).
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
 Seven *interrupts* come from outside (the server's shutdown and its sweeper):
@@ -37,7 +41,8 @@ Seven *interrupts* come from outside (the server's shutdown and its sweeper):
 place that decides it. An interrupt is applied in a hub callback
 (``Connection.interrupt``), where no greenlet runs, so the connection's
 greenlet really is parked where ``state`` says; an ``Action`` that needs the
-greenlet to act is thrown into it as ``Interrupted``. ``overdue()``, beside the
+greenlet to act is thrown into it as ``Interrupted`` (a connection without one,
+``HIBERNATING`` or ``DRAINING``, is acted on right there). ``overdue()``, beside the
 table, is the sweeper's whole decision for one connection.
 
 Fairness: a client that sends as fast as it can keeps the read buffer full.
@@ -47,8 +52,8 @@ the next turn of the event loop, after every other ready connection, timer and
 signal handler has had its turn.
 
 Resource handling: the socket and the watcher are closed exactly once, by
-``_release()``, whatever ends the connection; a hibernating connection holds no
-greenlet. Error handling: a reset or broken pipe is the client's business
+``_release()``, whatever ends the connection; a hibernating or draining
+connection holds no greenlet. Error handling: a reset or broken pipe is the client's business
 (logged at debug); any other error is counted in the stats and logged at
 warning with the peer's address. No error leaves this module: one connection's
 fault never reaches another.
@@ -61,6 +66,7 @@ from dataclasses import dataclass
 
 import gevent
 from gevent import GreenletExit, getcurrent
+from greenlet import greenlet
 
 from upper_gevent import READ, WRITE, switch_to_hub, watch
 from upper_protocol import KEYWORD, UpperSession
@@ -196,10 +202,13 @@ class Connection:
     """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the
     event loop run everything else. 4 x 64 KiB is well under a millisecond of work,
     and costs a flooding client nothing measurable (see the README's fairness note)."""
+    opens_with_a_handshake = False
+    """A phase bounded by its own timeout from the accept (TLS) needs a greenlet at once."""
 
     __slots__ = (
         "sock",
-        "peer",
+        "address",
+        "_peer",
         "server",
         "session",
         "greenlet",
@@ -212,9 +221,11 @@ class Connection:
         "_watcher",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, server) -> None:
+    def __init__(self, sock: socket.socket, address: tuple, server) -> None:
         self.sock = sock
-        self.peer = peer
+        self.address = address
+        """The client's address as accepted (``(host, port)``; IPv6 has two more fields)."""
+        self._peer = None
         self.server = server
         self.session = UpperSession()
         self.greenlet = None
@@ -234,10 +245,24 @@ class Connection:
         """The PROXY header's parser until the header is read, then None."""
         self._watcher = server.loop.io(sock.fileno(), READ)
 
+    @property
+    def peer(self) -> str:
+        """The client, as log lines name it: ``HOST:PORT`` of the socket's address, or of the
+        one a PROXY header gave. Formatted when first needed: most connections log nothing."""
+        if self._peer is None:
+            self._peer = format_address(*self.address[:2])
+        return self._peer
+
     # -- control, from the server (any greenlet) -----------------------------
 
     def start(self) -> None:
-        self.greenlet = gevent.spawn_raw(self._run, None, False)
+        if self.proxy_header is None and not self.opens_with_a_handshake:
+            # Nothing to do before the first byte: wait for it as a hibernating connection
+            # does, with no greenlet (``_wake`` spawns one), under the same idle timeout.
+            self.state = State.HIBERNATING
+            self._watcher.start(self._wake)
+        else:
+            self.greenlet = gevent.spawn_raw(self._run, None, False)
 
     def interrupt(self, interrupt: Interrupt) -> None:
         """Apply ``interrupt`` as ``TRANSITIONS`` says, in a hub callback (see the module)."""
@@ -255,14 +280,20 @@ class Connection:
             self.server.stats.idle_timeouts += 1
         if action is Action.FINISH_AFTER_REPLY:
             self.finish_pending = True
+        elif state is State.DRAINING:
+            # The drain runs in hub callbacks (``_drain``): no greenlet to throw into.
+            if action is Action.END_LINGER:
+                log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
+            else:
+                log.info("%s: closed at the shutdown timeout", self.peer)
+            self._release()
         elif state is State.HIBERNATING:
             self._watcher.stop()
             if action is Action.ABORT:
                 log.info("%s: closed at the shutdown timeout", self.peer)
                 self._release()
             else:
-                self.state = State.STARTING
-                self.greenlet = gevent.spawn_raw(self._run, Interrupted(action), False)
+                self._run_now(Interrupted(action), False)
         elif state is State.STARTING:
             # ABORT only: GreenletExit kills a greenlet that never ran without running it.
             self.greenlet.throw(GreenletExit)
@@ -274,8 +305,17 @@ class Connection:
     def _wake(self) -> None:
         """Input arrived for a hibernating connection (a hub callback)."""
         self._watcher.stop()
-        self.state = State.STARTING
-        self.greenlet = gevent.spawn_raw(self._run, None, True)
+        self._run_now(None, True)
+
+    def _run_now(self, interrupted: Interrupted | None, input_ready: bool) -> None:
+        """From a hub callback: ``_run`` in a new greenlet at once, until it first waits.
+
+        A plain greenlet switched to from here, not ``spawn_raw``: that one is run by one
+        more hub callback, and records the spawning greenlet and its tree-locals (a
+        dict, a weakref and a caught AttributeError per greenlet), for debugging aids
+        this server does not use. The greenlet's parent is the hub, as ``spawn_raw``'s.
+        """
+        greenlet(self._run, self.server.hub).switch(interrupted, input_ready)
 
     # -- the connection's greenlet --------------------------------------------
 
@@ -309,17 +349,22 @@ class Connection:
                 log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
             else:
                 log.info("%s: closed at the shutdown timeout", self.peer)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            log.debug("%s: connection lost: %s", self.peer, exc)
         except OSError as exc:
-            self.server.stats.errors += 1
-            log.warning("%s: socket error: %s", self.peer, exc)
+            self._socket_failed(exc)
         except Exception:
             self.server.stats.errors += 1
             log.warning("%s: connection failed", self.peer, exc_info=True)
         finally:
-            if self.state is not State.HIBERNATING:
+            # A hibernating or draining connection goes on without its greenlet.
+            if self.greenlet is not None:
                 self._release()
+
+    def _socket_failed(self, exc: OSError) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            log.debug("%s: connection lost: %s", self.peer, exc)
+        else:
+            self.server.stats.errors += 1
+            log.warning("%s: socket error: %s", self.peer, exc)
 
     def _hibernate(self) -> None:
         self.greenlet = None
@@ -372,7 +417,7 @@ class Connection:
             raise _Rejected from None
         self.proxy_header = None
         if header.source is not None:  # LOCAL and UNKNOWN: the socket's address stands
-            self.peer = format_address(*header.source)
+            self._peer = format_address(*header.source)
         log.debug("%s: PROXY v%d %s", self.peer, header.version, header.command)
         self.active_at = self.server.loop.now()
         return self._take_leftover(header.leftover)
@@ -499,31 +544,31 @@ class Connection:
         """FIN first, then read and discard until the peer closes: never an RST over replies.
 
         Closing a socket with unread input makes Linux send an RST, which can destroy
-        replies the client has not read yet. The sweeper bounds the drain with the
-        linger timeout (``overdue``), during a shutdown too.
+        replies the client has not read yet. The drain needs no greenlet: this one ends
+        here, and ``_drain`` reads in hub callbacks until the peer's EOF. The sweeper
+        bounds the drain with the linger timeout (``overdue``), during a shutdown too.
         """
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        wait = switch_to_hub(self.server.hub)
-        watch(self._watcher, READ, self.greenlet.switch)
         self.active_at = self.server.loop.now()
         self.progressed = False  # the linger counts from the FIN, not from the last reply
+        # The peer needs a moment to read our FIN and answer it: wait first.
+        watch(self._watcher, READ, self._drain)
+        self.greenlet = None
+        self.state = State.DRAINING
+
+    def _drain(self) -> None:
+        """Input while ``DRAINING`` (a hub callback): discard it; close at the peer's EOF.
+
+        One read per wake-up, so a peer that floods us here gets no more than its turn.
+        """
         try:
-            while True:
-                # The peer needs a moment to read our FIN and answer it: wait first.
-                # One read per wake-up, so a peer that floods us here gets no more
-                # than its turn either.
-                self.state = State.DRAINING
-                wait()
-                self.state = State.RUNNING
-                try:
-                    if not self.sock.recv(_DRAIN_SIZE):
-                        return
-                except BlockingIOError:
-                    continue
-        except Interrupted as why:
-            if why.action is not Action.END_LINGER:
-                raise
-            log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
+            if self.sock.recv(_DRAIN_SIZE):
+                return
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._socket_failed(exc)
+        self._release()

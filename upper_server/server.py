@@ -17,6 +17,7 @@ Error handling: a fault in one connection is handled in that connection
 
 import ipaddress
 import logging
+from logging import DEBUG
 
 import gevent
 from gevent.event import Event
@@ -108,6 +109,8 @@ class UpperServer:
         """A ``metrics.Exporter``, or None (no ``--metrics-port``)."""
         self.connections: set[Connection] = set()
         self.stopping = False
+        self._acceptors_stopped = False
+        """An acceptor stopped accepting (the limit, or out of descriptors): a close resumes it."""
         self.acceptors = [Acceptor(listener, self) for listener in listeners]
         self._all_closed = Event()
         self._all_closed.set()
@@ -184,7 +187,14 @@ class UpperServer:
     # -- connections ----------------------------------------------------------
 
     def full(self) -> bool:
-        return len(self.connections) >= self.max_connections
+        if len(self.connections) < self.max_connections:
+            return False
+        self._acceptors_stopped = True  # the acceptor stops accepting: see connection_closed
+        return True
+
+    def accepting_stopped(self) -> None:
+        """An acceptor stopped accepting (out of descriptors): resume it at the next close."""
+        self._acceptors_stopped = True
 
     def register(self, sock, address) -> None:
         """Take an accepted socket: count it and start its connection."""
@@ -194,12 +204,13 @@ class UpperServer:
             log.info("%s: closed: not in --proxy-allow-from", format_address(*address[:2]))
             sock.close()
             return
-        connection = self._connection_type(sock, format_address(*address[:2]), self)
+        connection = self._connection_type(sock, address, self)
         self.connections.add(connection)
         self._all_closed.clear()
         self.stats.open_connections += 1
         self.stats.connections_served += 1
-        log.debug("%s: connected", connection.peer)
+        if log.isEnabledFor(DEBUG):  # the peer's text is built only for a line that is logged
+            log.debug("%s: connected", connection.peer)
         connection.start()
 
     def _may_send_proxy_headers(self, host: str) -> bool:
@@ -212,12 +223,14 @@ class UpperServer:
     def connection_closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
         self.stats.open_connections -= 1
-        log.debug("%s: closed", connection.peer)
+        if log.isEnabledFor(DEBUG):
+            log.debug("%s: closed", connection.peer)
         if self.metrics is not None:
             self.metrics.session_ended(self.loop.now() - connection.opened_at)
         if not self.connections:
             self._all_closed.set()
-        if not self.stopping:
+        if self._acceptors_stopped and not self.stopping:
+            self._acceptors_stopped = False
             for acceptor in self.acceptors:
                 acceptor.resume()
 

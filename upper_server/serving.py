@@ -9,6 +9,7 @@ sockets over to a new worker; then this server retires the same way.
 """
 
 import enum
+import gc
 import logging
 import signal
 
@@ -23,6 +24,15 @@ log = logging.getLogger("upper_server")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNAL = getattr(signal, "SIGHUP", None)
 """None on Windows, which has no SIGHUP."""
+GC_THRESHOLDS = (7000, 10, 10)
+"""The cyclic collector's thresholds in a server process (Python's default: 700, 10, 10).
+
+A connection allocates a few dozen container objects (its ``Connection``, session,
+greenlet, watcher, bound methods) and frees them by reference counting: the server
+makes no cycles. With 700, a young collection runs every few connections and walks
+every connection still open. Ten times fewer of them save a few percent of the
+instructions per message under churn (callgrind) and hold back only cyclic garbage,
+which a plain connection does not make."""
 
 
 class Outcome(enum.Enum):
@@ -79,6 +89,7 @@ def serve_until_signalled(
     outcome = Outcome.STOPPED
     try:
         server.start()
+        gc.set_threshold(*GC_THRESHOLDS)
         on_ready()
         while True:
             gevent.wait([stop_requested, retire_requested, reload_requested], count=1)

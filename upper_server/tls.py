@@ -112,9 +112,10 @@ class TLSConnection(Connection):
     """A ``Connection`` that speaks TLS (see the module's docstring)."""
 
     __slots__ = ("tls", "_incoming", "_outgoing", "_secure")
+    opens_with_a_handshake = True
 
-    def __init__(self, sock, peer: str, server) -> None:
-        super().__init__(sock, peer, server)
+    def __init__(self, sock, address: tuple, server) -> None:
+        super().__init__(sock, address, server)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self.tls = server.ssl_context.wrap_bio(self._incoming, self._outgoing, server_side=True)
