@@ -68,7 +68,7 @@ import gevent
 from gevent import GreenletExit, getcurrent
 from greenlet import greenlet
 
-from upper_gevent import READ, WRITE, switch_to_hub, watch
+from upper_gevent import READ, WRITE, watch
 from upper_protocol import KEYWORD, UpperSession
 from upper_protocol.address import format_address
 from upper_protocol.keyword import LF
@@ -389,7 +389,7 @@ class Connection:
         late header: the connection is then closed without a reply.
         """
         parser, stats = self.proxy_header, self.server.stats
-        wait = switch_to_hub(self.server.hub)
+        wait = self.server.switch_to_hub
         watch(self._watcher, READ, self.greenlet.switch)
         header = None
         try:
@@ -434,12 +434,12 @@ class Connection:
         """The receive, uppercase, send loop, until the session ends or must finish."""
         session = self.session
         stats = self.server.stats
-        wait = switch_to_hub(self.server.hub)
+        wait = self.server.switch_to_hub
         # One buffer per server, reused: recv(64 KiB) would allocate 64 KiB and
         # shrink it for every 16-byte line. The hub runs one greenlet at a time,
         # and each copies its bytes out before it can be switched away from.
         buffer = self.server.receive_buffer
-        received = memoryview(buffer)
+        received = self.server.receive_view
         recv_into = self.sock.recv_into
         send = self.sock.send
         feed = session.feed
@@ -515,7 +515,12 @@ class Connection:
 
     def _send_all(self, data: bytes) -> None:
         if data:
-            self._send_rest(data, 0)
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(data):
+                self._send_rest(data, sent)
             self.server.stats.sent(data)
 
     def _send_rest(self, data: bytes, sent: int) -> None:
@@ -525,7 +530,7 @@ class Connection:
         cannot make the server buffer them.
         """
         view = memoryview(data)[sent:]
-        wait = switch_to_hub(self.server.hub)
+        wait = self.server.switch_to_hub
         watch(self._watcher, WRITE, self.greenlet.switch)
         try:
             while view:

@@ -22,6 +22,7 @@ from logging import DEBUG
 import gevent
 from gevent.event import Event
 
+from upper_gevent import switch_to_hub
 from upper_protocol.address import format_address
 from upper_server.acceptor import Acceptor
 from upper_server.connection import RECV_SIZE, Connection, Interrupt, Timeouts
@@ -104,6 +105,9 @@ class UpperServer:
         self.hub = gevent.get_hub()
         self.loop = self.hub.loop
         self.receive_buffer = bytearray(RECV_SIZE)
+        self.receive_view = memoryview(self.receive_buffer)
+        self.switch_to_hub = switch_to_hub(self.hub)
+        """Parks the calling greenlet (``upper_gevent.switch_to_hub``): one for every connection."""
         self.stats = ServerStats()
         self.metrics = metrics
         """A ``metrics.Exporter``, or None (no ``--metrics-port``)."""

@@ -28,7 +28,7 @@ business, logged at debug.
 import logging
 import ssl
 
-from upper_gevent import READ, WRITE, switch_to_hub, watch
+from upper_gevent import READ, WRITE, watch
 from upper_server.connection import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     RECV_SIZE,
@@ -139,9 +139,9 @@ class TLSConnection(Connection):
 
     def _handshake(self) -> None:
         tls = self.tls
-        wait = switch_to_hub(self.server.hub)
+        wait = self.server.switch_to_hub
         buffer = self.server.receive_buffer  # shared: copied into the BIO before any switch
-        received = memoryview(buffer)
+        received = self.server.receive_view
         watch(self._watcher, READ, self.greenlet.switch)
         self.state = State.HANDSHAKING
         try:
@@ -189,7 +189,7 @@ class TLSConnection(Connection):
         if not data:
             return
         view = memoryview(data)
-        wait = switch_to_hub(self.server.hub)
+        wait = self.server.switch_to_hub
         watch(self._watcher, WRITE, self.greenlet.switch)
         try:
             while view:
@@ -211,9 +211,9 @@ class TLSConnection(Connection):
         """``Connection._answer`` over TLS: the same receive, uppercase, send loop, fairness
         and backpressure, with records decrypted after the read and replies encrypted
         before the send."""
-        wait = switch_to_hub(self.server.hub)
+        wait = self.server.switch_to_hub
         buffer = self.server.receive_buffer
-        received = memoryview(buffer)
+        received = self.server.receive_view
         recv_into = self.sock.recv_into
         incoming_write = self._incoming.write
         answer_records = self._answer_records
