@@ -1,5 +1,6 @@
 """Property tests: any bytes, cut into segments any way, against the reference model."""
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reference_model import (
@@ -102,6 +103,7 @@ def test_segmentation_does_not_change_the_reply(cut):
 @PROPERTY_SETTINGS
 @given(cut_streams())
 @example((b"uno\nDESC" + b"ONEXION\ndos\n", [b"uno\nDESC", b"ONEXION\ndos\n"]))
+@example((b"uno\nDESCONEXION\r\n", [b"uno\n", b"DESCONEXION\r\n"]))
 @example((b"stra\xc3\x9fe\n", [b"stra\xc3", b"\x9fe\n"]))
 def test_until_the_session_ends_each_reply_has_the_lines_of_its_input(cut):
     """What is held back never holds an LF: the server counts lines once, on input."""
@@ -213,3 +215,14 @@ def test_keyword_line_cuts_the_stream(before, keyword_line, after):
     assert session.ended
     assert reply == expected_reply(prefix)
     assert session.feed(after) == b""
+
+
+@pytest.mark.parametrize("keyword_line", [b"DESCONEXION\n", b"DESCONEXION\r\n"])
+@pytest.mark.parametrize("before", [b"", b"hola\n"], ids=["first", "after-a-line"])
+def test_the_keyword_alone_in_a_read_ends_the_session(before, keyword_line):
+    session = UpperSession()
+    assert session.feed(before) == before.upper()
+    assert session.feed(keyword_line) == b""
+    assert session.ended and session.found and not session.plain
+    assert session.feed(b"tarde\n") == b""
+    assert session.end_of_input() == b""

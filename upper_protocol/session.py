@@ -6,6 +6,7 @@ from upper_protocol.keyword import KEYWORD, LF, KeywordScanner
 from upper_protocol.text import ENCODING, ERRORS
 
 _make_utf8_decoder = codecs.getincrementaldecoder(ENCODING)
+_KEYWORD_LINES = frozenset((KEYWORD + b"\n", KEYWORD + b"\r\n"))
 
 
 class UpperSession(KeywordScanner):
@@ -52,6 +53,12 @@ class UpperSession(KeywordScanner):
         ):
             # The common case, complete ASCII lines and nothing held: one C-level upper.
             return data.upper()
+        if self.plain and data in _KEYWORD_LINES:
+            # A client ending its session, the keyword alone in its own write: nothing
+            # held, nothing before it, so nothing to answer (scan() would say the same).
+            self.found = self.ended = True
+            self.plain = False
+            return b""
         if self.ended or not data:
             return b""
         text = self.scan(data)
