@@ -515,23 +515,19 @@ class Connection:
 
     def _send_all(self, data: bytes) -> None:
         if data:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent != len(data):
-                self._send_rest(data, sent)
+            self._send_rest(data, 0)
             self.server.stats.sent(data)
 
     def _send_rest(self, data: bytes, sent: int) -> None:
-        """Park this greenlet (only) until all of ``data`` is sent: backpressure.
+        """Send ``data[sent:]``, parking this greenlet (only) while the client is not reading.
 
-        Nothing more is read meanwhile, so a client that does not read its replies
-        cannot make the server buffer them.
+        This is the backpressure: nothing more is read meanwhile, so a client that
+        does not read its replies cannot make the server buffer them. The watcher
+        turns to writing only if the kernel does not take it all at once.
         """
         view = memoryview(data)[sent:]
         wait = self.server.switch_to_hub
-        watch(self._watcher, WRITE, self.greenlet.switch)
+        watching_writes = False
         try:
             while view:
                 try:
@@ -542,11 +538,15 @@ class Connection:
                     view = view[sent:]
                     self.active_at = self.server.loop.now()
                     continue
+                if not watching_writes:
+                    watch(self._watcher, WRITE, self.greenlet.switch)
+                    watching_writes = True
                 self.state = State.SENDING
                 wait()
                 self.state = State.RUNNING
         finally:
-            watch(self._watcher, READ, self.greenlet.switch)
+            if watching_writes:
+                watch(self._watcher, READ, self.greenlet.switch)
 
     def _close_cleanly(self) -> None:
         """FIN first, then read and discard until the peer closes: never an RST over replies.
