@@ -6,7 +6,7 @@ from upper_protocol.keyword import KEYWORD, LF, KeywordScanner
 from upper_protocol.text import ENCODING, ERRORS
 
 _make_utf8_decoder = codecs.getincrementaldecoder(ENCODING)
-_KEYWORD_LINES = frozenset((KEYWORD + b"\n", KEYWORD + b"\r\n"))
+_KEYWORD_LINE, _KEYWORD_CRLF_LINE = KEYWORD + b"\n", KEYWORD + b"\r\n"
 
 
 class UpperSession(KeywordScanner):
@@ -53,7 +53,7 @@ class UpperSession(KeywordScanner):
         ):
             # The common case, complete ASCII lines and nothing held: one C-level upper.
             return data.upper()
-        if self.plain and data in _KEYWORD_LINES:
+        if self.plain and (data == _KEYWORD_LINE or data == _KEYWORD_CRLF_LINE):
             # A client ending its session, the keyword alone in its own write: nothing
             # held, nothing before it, so nothing to answer (scan() would say the same).
             self.found = self.ended = True

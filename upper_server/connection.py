@@ -444,7 +444,7 @@ class Connection:
         send = self.sock.send
         feed = session.feed
         keyword = KEYWORD
-        # Only feed() changes it: a local spares a C10K server one cache line per message.
+        # Only feed() changes it: a local, so the session is not touched per message.
         plain = session.plain
         reads_per_turn = self.reads_per_turn
         full_reads = 0
@@ -468,8 +468,9 @@ class Connection:
                 break
             data = received[:size].tobytes()
             self.progressed = True
-            # UpperSession.feed's fast path, inlined: a Python call is a tenth of the
-            # per-message work here (tests/test_protocol_properties.py states the rule).
+            # UpperSession.feed's fast path, inlined: the Python call it saves was about 550
+            # of 14,000 instructions per message (tests/test_protocol_properties.py
+            # states the rule).
             if plain and data[-1] == LF and data.isascii() and not data.partition(keyword)[1]:
                 reply = data.upper()
                 length = size
