@@ -5,6 +5,7 @@ the Debian tools a test needs."""
 import os
 import selectors
 import shutil
+import signal
 import socket
 import ssl
 import time
@@ -161,3 +162,19 @@ def assert_workers_die_with_their_parent(server, seen_workers: dict) -> None:
         lambda: not any(process_alive(pid, created) for pid, created in workers.items())
     ), "workers kept serving as orphans after the parent was killed"
     server.process.communicate(timeout=10)  # the workers held the pipes; now they are gone
+
+
+def assert_a_killed_worker_is_replaced(server, seen_workers: dict) -> dict[int, float]:
+    """SIGKILL one worker of a ``--workers 2`` server: the parent starts a new one, and the
+    server goes on answering. Returns every worker seen, the replaced one included."""
+    parent = psutil.Process(server.pid)
+    workers = wait_for_workers(parent, 2)
+    seen_workers.update(workers)
+    assert answers(server.address)
+    victim = next(iter(workers))
+    os.kill(victim, signal.SIGKILL)
+    replaced = wait_for_workers(parent, 2, exclude=[victim])
+    seen_workers.update(replaced)
+    assert set(replaced) - set(workers), "no new worker was started"
+    assert answers(server.address)
+    return {**workers, **replaced}

@@ -19,6 +19,7 @@ import psutil
 import pytest
 from helpers import (
     answers,
+    assert_a_killed_worker_is_replaced,
     assert_workers_die_with_their_parent,
     eventually,
     process_alive,
@@ -324,17 +325,7 @@ def test_shutdown_keeps_the_linger_of_a_client_that_never_closes(start_server, c
 
 def test_workers_are_supervised_and_stop_with_the_parent(start_server, seen_workers):
     server = start_server("--workers", "2", "--log-level", "warning")
-    parent = psutil.Process(server.pid)
-    workers = wait_for_workers(parent, 2)
-    seen_workers.update(workers)
-    assert answers(server.address)
-
-    victim = next(iter(workers))
-    os.kill(victim, signal.SIGKILL)
-    replaced = wait_for_workers(parent, 2, exclude=[victim])
-    seen_workers.update(replaced)
-    assert set(replaced) - set(workers), "no new worker was started"
-    all_workers = {**workers, **replaced}
+    all_workers = assert_a_killed_worker_is_replaced(server, seen_workers)
     for number in range(20):  # whichever worker takes them, they are served
         assert answers(server.address, f"cliente {number}")
 

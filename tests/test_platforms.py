@@ -8,8 +8,6 @@ another machine has (``localhost`` naming both 127.0.0.1 and ::1, macOS's
 open-file limits), then checks what a user would see.
 """
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import psutil
 import pytest
 from helpers import (
     answers,
+    assert_a_killed_worker_is_replaced,
     assert_workers_die_with_their_parent,
     process_alive,
     wait_for_workers,
@@ -147,14 +146,7 @@ def test_workers_zero_without_sched_getaffinity_uses_the_cpu_count(start_server,
 
 def test_workers_without_sigtimedwait_or_prctl_are_supervised(start_server, seen_workers):
     server = start_server(command=server_command(MACOS, "--workers", "2"))
-    parent = psutil.Process(server.pid)
-    workers = wait_for_workers(parent, 2)
-    seen_workers.update(workers)
-    assert answers(server.address)
-    victim = next(iter(workers))
-    os.kill(victim, signal.SIGKILL)
-    seen_workers.update(wait_for_workers(parent, 2, exclude=[victim]))
-    assert answers(server.address)
+    assert_a_killed_worker_is_replaced(server, seen_workers)
     code, _stdout, stderr = server.stop_and_collect()
     assert code == 0, stderr
     assert "Traceback" not in stderr, stderr
