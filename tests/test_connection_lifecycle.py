@@ -1,13 +1,16 @@
 """A connection's life around its session: the accept's log line, and the lingering close
 without a greenlet (FIN first, then hub callbacks discard input until the peer's EOF,
-bounded by the linger timeout and by a forced shutdown)."""
+bounded by the linger timeout and by a forced shutdown; none when that EOF came first)."""
 
 import logging
 import socket
 
+import pytest
 from helpers import read_until_eof
+from tls_support import Transport
 
-from upper_server.connection import State
+from upper_server.connection import Connection, State
+from upper_server.tls import server_context
 
 
 def _desconexion(running) -> socket.socket:
@@ -61,3 +64,36 @@ def test_connected_and_closed_name_the_client(threaded_server, caplog):
     assert running.wait_until(lambda server: server.stats.open_connections == 0)
     assert f"127.0.0.1:{port}: connected" in caplog.text
     assert f"127.0.0.1:{port}: closed" in caplog.text
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
+def test_a_peer_that_already_closed_is_not_drained(threaded_server, certificates, monkeypatch,
+                                                   secure):
+    """A half-closing client (a filter, ``nc -N``): its EOF is read before the last reply goes
+    out, so nothing can follow it, and the server closes at once instead of lingering."""
+    drains = []
+    drain = Connection._drain
+    monkeypatch.setattr(Connection, "_drain", lambda self: drains.append(self) or drain(self))
+    transport = Transport(certificates if secure else None)
+    context = None
+    if secure:
+        context = server_context(str(certificates.server_cert), str(certificates.server_key))
+    running = threaded_server(linger_timeout=30, ssl_context=context)
+    with transport.connect(running.address) as client:
+        client.sendall(b"hola\nadios")
+        transport.half_close(client)
+        assert read_until_eof(client) == b"HOLA\nADIOS"  # every reply, then a clean EOF
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    assert drains == []
+    assert running.stats.errors == 0
+
+
+def test_a_client_that_keeps_its_side_open_is_still_drained(threaded_server, monkeypatch):
+    drains = []
+    drain = Connection._drain
+    monkeypatch.setattr(Connection, "_drain", lambda self: drains.append(self) or drain(self))
+    running = threaded_server(linger_timeout=30)
+    with _desconexion(running):
+        assert running.wait_until(lambda server: server.stats.open_connections == 1)
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    assert drains

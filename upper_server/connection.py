@@ -217,6 +217,7 @@ class Connection:
         "progressed",
         "opened_at",
         "finish_pending",
+        "input_ended",
         "proxy_header",
         "_watcher",
     )
@@ -239,6 +240,8 @@ class Connection:
         ``active_at``, so a timeout can come up to one sweep interval late, never early."""
         self.finish_pending = server.stopping
         """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
+        self.input_ended = False
+        """The peer's end of stream (its FIN) has been read: ``_close_cleanly`` needs no linger."""
         self.proxy_header = (
             ProxyHeaderParser(server.proxy_protocol) if server.proxy_protocol else None
         )
@@ -465,6 +468,7 @@ class Connection:
                 input_ready = False
                 continue
             if not size:
+                self.input_ended = True
                 break
             data = received[:size].tobytes()
             self.progressed = True
@@ -556,7 +560,12 @@ class Connection:
         replies the client has not read yet. The drain needs no greenlet: this one ends
         here, and ``_drain`` reads in hub callbacks until the peer's EOF. The sweeper
         bounds the drain with the linger timeout (``overdue``), during a shutdown too.
+
+        A peer whose EOF was read already (a filter, ``nc -N``) can send nothing more:
+        there is nothing to drain, and ``_release`` closes at once, with a FIN.
         """
+        if self.input_ended:
+            return
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:

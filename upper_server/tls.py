@@ -236,6 +236,7 @@ class TLSConnection(Connection):
                 input_ready = False
                 continue
             if not size:
+                self.input_ended = True
                 log.debug("%s: TCP end of stream without close_notify", self.peer)
                 self._send_all(self.session.end_of_input())
                 return
