@@ -86,8 +86,10 @@ def parse_callgrind(path: Path) -> Profile:
     return profile
 
 
-def measure(name: str, load: Load, seconds: float, workdir: Path):
+def measure(name: str, load: Load, seconds: float, workdir: Path, cwd: Path | None = None):
     """Run ``name`` under callgrind; return (messages verified in the window, Profile).
+
+    ``cwd``: start the server in that folder (``python -m`` imports from there first).
 
     A TLS load gives the server a test certificate and drives it with the driver's
     OpenSSL build, which verifies it (OpenSSL's instructions in the server count too).
@@ -105,7 +107,8 @@ def measure(name: str, load: Load, seconds: float, workdir: Path):
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={output}.%p", "--dump-instr=no",
         *SERVERS[name], "--host", "127.0.0.1", "--port", "0", *server_args,
     ]
-    with ServerProcess(command=command, stderr=subprocess.DEVNULL).start(STARTUP_TIMEOUT) as server:
+    process = ServerProcess(command=command, stderr=subprocess.DEVNULL, cwd=cwd and str(cwd))
+    with process.start(STARTUP_TIMEOUT) as server:
         driver = subprocess.Popen(
             [*driver, "--port", str(server.port), "--duration", str(seconds),
              "--warmup", "3", "--timeout", "60", "--connect-timeout", "60", *load.driver_args],
