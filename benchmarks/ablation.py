@@ -66,7 +66,8 @@ ABLATIONS: dict[str, Ablation] = {
         (Edit(CONNECTION, "and not data.partition(keyword)[1]:",
               "and not data.endswith(_KEYWORD_ENDINGS):"),
          Edit(CONNECTION, "RECV_SIZE = 64 * 1024\n",
-              'RECV_SIZE = 64 * 1024\n_KEYWORD_ENDINGS = (KEYWORD + b"\\n", KEYWORD + b"\\r\\n")\n')),
+              "RECV_SIZE = 64 * 1024\n"
+              '_KEYWORD_ENDINGS = (KEYWORD + b"\\n", KEYWORD + b"\\r\\n")\n')),
     ),
     "linger": Ablation(
         "the lingering close: the socket is closed right after the last reply",

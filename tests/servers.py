@@ -33,16 +33,18 @@ class ThreadedServer:
         return self.server.stats
 
     def live_greenlets(self) -> int:
-        """Greenlets of the server's thread not yet finished (raw ones too: spawn_raw)."""
+        """Greenlets of the server's thread not yet finished (raw ones too: spawn_raw), but
+        not those parked idle in its ``ReusableGreenlets``: no connection holds them."""
         import gc
 
         import greenlet
 
-        return sum(
+        live = sum(
             1
             for obj in gc.get_objects()
             if isinstance(obj, greenlet.greenlet) and obj.parent is self._hub and not obj.dead
         )
+        return live - self.server.greenlets.idle
 
     def _run(self) -> None:
         import gevent

@@ -26,12 +26,13 @@ Where the greenlet is parked is the connection's ``State``:
 - ``SENDING``: a reply did not fit in the socket buffer: waiting until the
   client reads. Nothing more is read meanwhile (backpressure).
 - ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
-  The greenlet has ended: hub callbacks (``_drain``) read and discard.
-- ``HIBERNATING``: idle for a while, so the greenlet has ended; only the socket,
-  the watcher and the session remain. The first byte that arrives spawns a new
-  greenlet that carries on where the last one stopped. A connection with no
-  PROXY header and no handshake starts here: its first greenlet is spawned by
-  its first byte (waiting for it is what ``READING`` would do, minus the greenlet).
+  The greenlet was given back: hub callbacks (``_drain``) read and discard.
+- ``HIBERNATING``: idle for a while, so the greenlet was given back (to the
+  server's ``ReusableGreenlets``); only the socket, the watcher and the session
+  remain. The first byte that arrives gives it a greenlet again, which carries on
+  where the last one stopped. A connection with no PROXY header and no handshake
+  starts here: its first byte gives it its first greenlet (waiting for it is what
+  ``READING`` would do, minus the greenlet).
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
 Seven *interrupts* come from outside (the server's shutdown and its sweeper):
@@ -66,7 +67,6 @@ from dataclasses import dataclass
 
 import gevent
 from gevent import GreenletExit, getcurrent
-from greenlet import greenlet
 
 from upper_gevent import READ, WRITE, watch
 from upper_protocol import KEYWORD, UpperSession
@@ -311,14 +311,15 @@ class Connection:
         self._run_now(None, True)
 
     def _run_now(self, interrupted: Interrupted | None, input_ready: bool) -> None:
-        """From a hub callback: ``_run`` in a new greenlet at once, until it first waits.
+        """From a hub callback: ``_run`` in a greenlet at once, until it first waits.
 
-        A plain greenlet switched to from here, not ``spawn_raw``: that one is run by one
-        more hub callback, and records the spawning greenlet and its tree-locals (a
-        dict, a weakref and a caught AttributeError per greenlet), for debugging aids
-        this server does not use. The greenlet's parent is the hub, as ``spawn_raw``'s.
+        One of the server's ``ReusableGreenlets`` (a parked one, or a new one), switched
+        to from here, not ``spawn_raw``: that one is run by one more hub callback, and
+        records the spawning greenlet and its tree-locals (a dict, a weakref and a caught
+        AttributeError per greenlet), for debugging aids this server does not use. The
+        greenlet's parent is the hub, as ``spawn_raw``'s.
         """
-        greenlet(self._run, self.server.hub).switch(interrupted, input_ready)
+        self.server.greenlets.run(self._run, interrupted, input_ready)
 
     # -- the connection's greenlet --------------------------------------------
 

@@ -23,6 +23,7 @@ import gevent
 from gevent.event import Event
 
 from upper_gevent import switch_to_hub
+from upper_gevent.greenlets import ReusableGreenlets
 from upper_protocol.address import format_address
 from upper_server.acceptor import Acceptor
 from upper_server.connection import RECV_SIZE, Connection, Interrupt, Timeouts
@@ -108,6 +109,8 @@ class UpperServer:
         self.receive_view = memoryview(self.receive_buffer)
         self.switch_to_hub = switch_to_hub(self.hub)
         """Parks the calling greenlet (``upper_gevent.switch_to_hub``): one for every connection."""
+        self.greenlets = ReusableGreenlets(self.hub)
+        """Where plain connections run (``Connection._run_now``): greenlets are reused."""
         self.stats = ServerStats()
         self.metrics = metrics
         """A ``metrics.Exporter``, or None (no ``--metrics-port``)."""
@@ -185,6 +188,7 @@ class UpperServer:
             self._all_closed.wait(1.0)
         for helper in self._helpers:
             helper.kill(block=False)
+        self.greenlets.clear()
         if self.metrics is not None:
             self.metrics.export(self.stats)
 
