@@ -678,6 +678,35 @@ def test_counters_leave_out_what_is_held_back_or_never_answered(threaded_server,
     assert stats.snapshot()["bytes_out"] == 4 and "bytes_unsent" not in stats.snapshot()
 
 
+def test_without_count_traffic_lines_and_bytes_stay_zero(threaded_server, connect):
+    """Every path that counts (fast, held back, resized, the keyword) is off, with no drift."""
+    running = threaded_server(count_traffic=False)
+    sock = connect(running.address)
+    sent = b"hola\n" + "straße ΐ\n".encode()
+    sock.sendall(sent + b"DESC")
+    assert read_exactly(sock, len(expected_reply(sent))) == expected_reply(sent)
+    sock.sendall(b"ONEXION\n")
+    assert read_until_eof(sock) == b""
+    assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    counters = running.stats.snapshot()
+    assert {key: counters[key] for key in ("lines_in", "lines_out", "bytes_in", "bytes_out")} == {
+        "lines_in": 0, "lines_out": 0, "bytes_in": 0, "bytes_out": 0
+    }
+    assert (running.stats.lines_unsent, running.stats.bytes_unsent) == (0, 0)
+    assert counters["connections_served"] == 1 and counters["errors"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "counting"),
+    [([], False), (["--stats-interval", "60"], True), (["--metrics-port", "9150"], True)],
+)
+def test_the_command_line_counts_lines_only_when_something_reports_them(argv, counting):
+    from upper_server.cli import make_server, parse_args
+
+    server = make_server(("127.0.0.1", 0), parse_args(argv))
+    assert server.stats.counting is counting
+
+
 def test_a_reply_the_client_has_not_read_is_not_counted_as_sent(threaded_server):
     running = threaded_server()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -192,6 +192,8 @@ def make_server(listeners, args, ssl_context=None) -> UpperServer:
         proxy_header_timeout=args.proxy_header_timeout,
         ssl_context=ssl_context,
         handshake_timeout=args.tls_handshake_timeout,
+        # Counting lines costs a pass over every byte read: only when something reports them.
+        count_traffic=bool(args.stats_interval or args.metrics_port),
     )
 
 

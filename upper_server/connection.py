@@ -451,6 +451,7 @@ class Connection:
         # Only feed() changes it: a local, so the session is not touched per message.
         plain = session.plain
         reads_per_turn = self.reads_per_turn
+        counting = stats.counting
         full_reads = 0
         watch(self._watcher, READ, self.greenlet.switch)
         # The loop waits only in wait() (READING) and in _send_rest (SENDING, after
@@ -488,25 +489,22 @@ class Connection:
                     self._send_all(reply)
                     return
                 length = len(reply)
-                if length != size:
+                if counting and length != size:
                     stats.bytes_unsent += size - length  # held back, or resized by uppercase
-            # The counters of what goes out are derived from these (ServerStats): until
-            # the session ends, a reply has exactly the lines of its input.
-            lines = data.count(b"\n")
-            stats.bytes_in += size
-            stats.lines_in += lines
+            if counting:
+                # The counters of what goes out are derived from these (ServerStats): until
+                # the session ends, a reply has exactly the lines of its input.
+                stats.bytes_in += size
+                stats.lines_in += data.count(b"\n")
             if length:
                 try:
                     sent = send(reply)
                 except BlockingIOError:
                     sent = 0
                 if sent != length:
-                    # Not counted as sent until the client has read all of it.
-                    stats.bytes_unsent += length
-                    stats.lines_unsent += lines
+                    stats.waiting(reply)  # not counted as sent until the client has read it all
                     self._send_rest(reply, sent)
-                    stats.bytes_unsent -= length
-                    stats.lines_unsent -= lines
+                    stats.sent(reply)
                     self.state = reading
                     finishing = self.finish_pending
             # A full buffer means the client is probably ahead of us: read again at once,

@@ -80,6 +80,7 @@ class UpperServer:
         proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
         ssl_context=None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        count_traffic: bool = True,
     ) -> None:
         if not isinstance(listeners, list):
             listeners = [listeners]
@@ -111,7 +112,9 @@ class UpperServer:
         """Parks the calling greenlet (``upper_gevent.switch_to_hub``): one for every connection."""
         self.greenlets = ReusableGreenlets(self.hub)
         """Where plain connections run (``Connection._run_now``): greenlets are reused."""
-        self.stats = ServerStats()
+        self.stats = ServerStats(counting=count_traffic)
+        """With ``count_traffic`` false, lines and bytes are not counted and read 0 (the
+        command line's choice when nothing reports them: ``cli.make_server``)."""
         self.metrics = metrics
         """A ``metrics.Exporter``, or None (no ``--metrics-port``)."""
         self.connections: set[Connection] = set()

@@ -15,6 +15,9 @@ class ServerStats:
     including replies still waiting for the client to read them.
     """
 
+    counting: bool = True
+    """Whether lines and bytes are counted at all: ``UpperServer(count_traffic=...)``. The
+    other counters are always kept: they change once per connection, not per message."""
     open_connections: int = 0
     connections_served: int = 0
     lines_in: int = 0
@@ -39,20 +42,29 @@ class ServerStats:
 
     def received(self, data: bytes) -> None:
         """``data`` came in and none of it is answered yet."""
+        if not self.counting:
+            return
         lines = data.count(b"\n")
         self.bytes_in += len(data)
         self.lines_in += lines
         self.bytes_unsent += len(data)
         self.lines_unsent += lines
 
+    def waiting(self, reply: bytes) -> None:
+        """``reply`` was counted as sent with its input, but the client has not read it yet."""
+        if self.counting:
+            self.bytes_unsent += len(reply)
+            self.lines_unsent += reply.count(b"\n")
+
     def sent(self, data: bytes) -> None:
-        """``data`` went out, answering what ``received`` counted."""
-        self.bytes_unsent -= len(data)
-        self.lines_unsent -= data.count(b"\n")
+        """``data`` went out, answering what ``received`` counted (or ``waiting`` held back)."""
+        if self.counting:
+            self.bytes_unsent -= len(data)
+            self.lines_unsent -= data.count(b"\n")
 
     def snapshot(self) -> dict[str, int]:
         counters = asdict(self)
-        del counters["lines_unsent"], counters["bytes_unsent"]
+        del counters["counting"], counters["lines_unsent"], counters["bytes_unsent"]
         counters.update(lines_out=self.lines_out, bytes_out=self.bytes_out)
         return counters
 
