@@ -5,9 +5,10 @@ every feature taken out. This takes upper's features out one at a time
 instead: it copies the project's packages to a temporary folder, makes one
 small named edit there (``ABLATIONS``), and counts that variant's user-space
 instructions per message under callgrind, exactly as ``benchmarks.instructions``
-does, next to upper as it is and gevent-lean. Upper minus a variant is what
-that feature costs; the variant with all of them out against gevent-lean is
-what the rest of upper (its state machine, ``StreamServer``, timeouts,
+does, next to upper as it runs by default, ``upper-counting`` (the counters
+are a run-time choice, not an edit) and gevent-lean. Upper minus a variant is
+what that feature costs; the variant with all of them out against gevent-lean
+is what the rest of upper (its state machine, ``StreamServer``, timeouts,
 hibernation) costs.
 
 The variants are measurements, not servers to run: each breaks a promise
@@ -53,14 +54,6 @@ class Ablation:
 
 
 ABLATIONS: dict[str, Ablation] = {
-    "counters": Ablation(
-        "the line and byte counters (what the receive loop adds per read)",
-        (Edit(CONNECTION,
-              '            lines = data.count(b"\\n")\n'
-              "            stats.bytes_in += size\n"
-              "            stats.lines_in += lines\n",
-              "            lines = 0\n"),),
-    ),
     "keyword": Ablation(
         "the keyword search over the whole read: only its end is checked, as gevent-lean does",
         (Edit(CONNECTION, "and not data.partition(keyword)[1]:",
@@ -123,22 +116,24 @@ def main(argv: list[str] | None = None) -> int:
     except NativeDriverUnavailable as exc:
         print(f"ablation: {exc}", file=sys.stderr)
         return 2
-    rows = ["upper", *(variant_label(name) for name in args.ablations), "gevent-lean"]
-    results: dict[str, dict[str, float]] = {row: {} for row in rows}
     with tempfile.TemporaryDirectory(prefix="upper-ablation-") as workdir:
-        folders: dict[str, Path | None] = {"upper": None, "gevent-lean": None}
+        # Each row: the server to run (benchmarks.bench.SERVERS), and the folder to run it in.
+        runs: dict[str, tuple[str, Path | None]] = {
+            "upper": ("upper", None), "upper-counting": ("upper-counting", None)
+        }
         for name in args.ablations:
             chosen = list(ABLATIONS) if name == ALL else [name]
-            folder = Path(workdir) / f"variant-{name}"
-            folders[variant_label(name)] = make_variant(chosen, folder)
+            folder = make_variant(chosen, Path(workdir) / f"variant-{name}")
+            runs[variant_label(name)] = ("upper", folder)
+        runs["gevent-lean"] = ("gevent-lean", None)
+        results: dict[str, dict[str, float]] = {row: {} for row in runs}
         for load_name in args.loads:
-            for row in rows:
-                server = "gevent-lean" if row == "gevent-lean" else "upper"
+            for row, (server, folder) in runs.items():
                 output = Path(workdir) / f"{load_name}-{row.replace(' ', '-')}"
                 output.mkdir()
                 try:
                     messages, profile = measure(server, loads[load_name], args.seconds, output,
-                                                cwd=folders[row])
+                                                cwd=folder)
                 except (ServerFailedToStart, RuntimeError, subprocess.SubprocessError) as exc:
                     print(f"ablation: {row}, {load_name}: failed: {exc}", file=sys.stderr)
                     return 1

@@ -10,7 +10,10 @@ servers do. Runs alternate between servers, and every figure is the median of
 ``--runs`` runs. Prints a markdown table and writes it, the raw results (JSON)
 and a chart (PNG) to ``--output``.
 
-By default the servers are those the comparison is about: ``upper``; the
+By default the servers are those the comparison is about: ``upper``, as
+``python -m upper_server`` runs (lines and bytes are not counted unless
+reported); ``upper-counting``, the same with the counters on (as with
+``--stats-interval`` or ``--metrics-port``); the
 leanest greenlet handler, ``gevent-lean`` (the green-thread model with every
 feature taken out: upper against it is what the features cost); uvloop's
 ``Protocol`` (the model against the fastest Python event loop); asyncio's
@@ -54,10 +57,13 @@ from upper_server.launcher import ServerFailedToStart, ServerProcess
 
 SERVERS: dict[str, list[str]] = {
     "upper": [sys.executable, "-m", "upper_server", "--log-level", "warning"],
+    # Counting lines and bytes, as with --metrics-port; an hourly stats line never comes.
+    "upper-counting": [sys.executable, "-m", "upper_server", "--log-level", "warning",
+                       "--stats-interval", "3600"],
     **PEERS,
 }
-DEFAULT_SERVERS = ["upper", "gevent-lean", "uvloop-protocol", "asyncio-protocol"]
-TLS_SERVERS = {"upper", *TLS_PEERS}
+DEFAULT_SERVERS = ["upper", "upper-counting", "gevent-lean", "uvloop-protocol", "asyncio-protocol"]
+TLS_SERVERS = {"upper", "upper-counting", *TLS_PEERS}
 """The servers that take ``--tls-cert FILE --tls-key FILE``; the others skip TLS loads."""
 RATIO_BASES = ("uvloop-protocol", "gevent-lean")
 """Every figure is also given as a ratio to these servers' (when they ran)."""
@@ -356,7 +362,8 @@ def draw_chart(
     columns = 3
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
-    palette = {"upper": "tab:red", "gevent-lean": "tab:orange", "uvloop-protocol": "tab:blue"}
+    palette = {"upper": "tab:red", "upper-counting": "tab:pink", "gevent-lean": "tab:orange",
+               "uvloop-protocol": "tab:blue"}
     colors = [palette.get(server, "tab:gray") for server in servers]
     for axis, (name, load) in zip(axes.flat, panels, strict=False):
         bound = [False] * len(servers)
