@@ -100,14 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(float),
         default=0,
         metavar="SECONDS",
-        help="log the server's counters this often; 0 turns it off (default: 0)",
+        help="log the server's counters this often, lines and bytes counted too; "
+        "0 turns it off (default: 0)",
     )
     parser.add_argument(
         "--metrics-port",
         type=port(1),
         default=None,
         metavar="PORT",
-        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (default: off)",
+        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics, lines and bytes "
+        "counted too (default: off)",
     )
     parser.add_argument(
         "--metrics-host",

@@ -556,8 +556,8 @@ class Connection:
         """FIN first, then read and discard until the peer closes: never an RST over replies.
 
         Closing a socket with unread input makes Linux send an RST, which can destroy
-        replies the client has not read yet. The drain needs no greenlet: this one ends
-        here, and ``_drain`` reads in hub callbacks until the peer's EOF. The sweeper
+        replies the client has not read yet. The drain needs no greenlet: this one is given
+        back, and ``_drain`` reads in hub callbacks until the peer's EOF. The sweeper
         bounds the drain with the linger timeout (``overdue``), during a shutdown too.
 
         A peer whose EOF was read already (a filter, ``nc -N``) can send nothing more:
