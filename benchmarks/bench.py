@@ -55,11 +55,11 @@ from benchmarks.native import LoadDriver, NativeDriverUnavailable, driver_binary
 from benchmarks.peers import PEERS, TLS_PEERS
 from upper_server.launcher import ServerFailedToStart, ServerProcess
 
+UPPER = [sys.executable, "-m", "upper_server", "--log-level", "warning"]
 SERVERS: dict[str, list[str]] = {
-    "upper": [sys.executable, "-m", "upper_server", "--log-level", "warning"],
+    "upper": UPPER,
     # Counting lines and bytes, as with --metrics-port; an hourly stats line never comes.
-    "upper-counting": [sys.executable, "-m", "upper_server", "--log-level", "warning",
-                       "--stats-interval", "3600"],
+    "upper-counting": [*UPPER, "--stats-interval", "3600"],
     **PEERS,
 }
 DEFAULT_SERVERS = ["upper", "upper-counting", "gevent-lean", "uvloop-protocol", "asyncio-protocol"]
