@@ -31,11 +31,11 @@ from pathlib import Path
 from benchmarks.bench import LOADS
 from benchmarks.instructions import measure
 from benchmarks.native import NativeDriverUnavailable, driver_binary
-from upper_server.launcher import ServerFailedToStart
+from upper.server.launcher import ServerFailedToStart
 
 PROJECT = Path(__file__).resolve().parent.parent
-PACKAGES = ("upper_server", "upper_protocol", "upper_gevent", "upper_cli", "upper_client")
-CONNECTION = "upper_server/connection.py"
+PACKAGES = ("upper", "upper_server", "upper_client")
+CONNECTION = "upper/server/connection.py"
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ import psutil
 
 from benchmarks.native import LoadDriver, NativeDriverUnavailable, driver_binary, load_driver
 from benchmarks.peers import PEERS, TLS_PEERS
-from upper_server.launcher import ServerFailedToStart, ServerProcess
+from upper.server.launcher import ServerFailedToStart, ServerProcess
 
 UPPER = [sys.executable, "-m", "upper_server", "--log-level", "warning"]
 SERVERS: dict[str, list[str]] = {

@@ -70,7 +70,7 @@ import sys
 import time
 from array import array
 
-from upper_protocol import uppercase
+from upper.protocol import uppercase
 
 KEYWORD = b"DESCONEXION\n"
 MODES = ("pingpong", "pipeline", "churn", "idle")

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from upper_server.launcher import ServerProcess
+from upper.server.launcher import ServerProcess
 
 LINE = b"a" * 1023 + b"\n"
 BATCH = LINE * 64

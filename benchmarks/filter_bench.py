@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from upper_server.launcher import ServerProcess
+from upper.server.launcher import ServerProcess
 
 WORDS = ["hola", "servidor", "canción", "ñandú", "straße", "the", "quick", "brown", "fox", "día"]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.bench import LOADS, SERVERS, TLS_SERVERS, Load, tls_files
 from benchmarks.native import NativeDriverUnavailable, driver_binary
-from upper_server.launcher import ServerFailedToStart, ServerProcess
+from upper.server.launcher import ServerFailedToStart, ServerProcess
 
 STARTUP_TIMEOUT = 180.0
 """Python and gevent start slowly under valgrind."""

@@ -24,13 +24,13 @@ from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 try:
-    from loadtest.tcp_user import REQUEST_TYPE, TcpUser
+    from upper.loadtest.tcp_user import REQUEST_TYPE, TcpUser
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from loadtest.tcp_user import REQUEST_TYPE, TcpUser
+    from upper.loadtest.tcp_user import REQUEST_TYPE, TcpUser
 
-from upper_cli.options import number
-from upper_protocol import ends_session, uppercase
+from upper.cli.options import number
+from upper.protocol import ends_session, uppercase
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ import gevent.event
 from gevent.exceptions import BlockingSwitchOutError
 from greenlet import GreenletExit
 
-from upper_client import UpperClient
-from upper_client.cooperative import Cooperative, Outbox, SendIncomplete
-from upper_client.errors import ConnectionLost, ReplyTimeout
+from upper.client import UpperClient
+from upper.client.cooperative import Cooperative, Outbox, SendIncomplete
+from upper.client.errors import ConnectionLost, ReplyTimeout
 
 HOST = "127.0.0.1"
 SCENARIO_TIMEOUT = 45.0

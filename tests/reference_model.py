@@ -1,7 +1,7 @@
 """Independent reference model of the UPPER protocol (see docs/protocol.md).
 
 A deliberately simple, line-by-line oracle for what the server sends back. It
-does not import ``upper_protocol``: the tests compare the real implementation
+does not import ``upper.protocol``: the tests compare the real implementation
 (and the real server) against it.
 
 - ``expected_reply(data)``: everything the server answers for the whole input

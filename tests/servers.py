@@ -1,4 +1,4 @@
-"""Servers for tests: the real CLI as a subprocess (``upper_server.launcher``), or an
+"""Servers for tests: the real CLI as a subprocess (``upper.server.launcher``), or an
 ``UpperServer`` in a thread.
 
 Both listen on 127.0.0.1 port 0 and are always stopped, with timeouts everywhere.
@@ -7,7 +7,7 @@ Both listen on 127.0.0.1 port 0 and are always stopped, with timeouts everywhere
 import threading
 import time
 
-from upper_server.launcher import STARTUP_TIMEOUT, ServerProcess
+from upper.server.launcher import STARTUP_TIMEOUT, ServerProcess
 
 __all__ = ["ServerProcess", "ThreadedServer"]
 
@@ -50,7 +50,7 @@ class ThreadedServer:
         import gevent
         from gevent.event import Event
 
-        from upper_server import UpperServer
+        from upper.server import UpperServer
 
         try:
             self._hub = gevent.get_hub()

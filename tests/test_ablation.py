@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from benchmarks.ablation import ABLATIONS, ALL, CONNECTION, Ablation, Edit, make_variant, table
-from upper_server.launcher import ServerProcess
+from upper.server.launcher import ServerProcess
 
 
 @pytest.mark.parametrize("name", [*ABLATIONS, ALL])

@@ -1,12 +1,12 @@
-"""``HOST:PORT`` both ways (``upper_protocol.address``) and the command lines' option types
-(``upper_cli.options``), with no sockets."""
+"""``HOST:PORT`` both ways (``upper.protocol.address``) and the command lines' option types
+(``upper.cli.options``), with no sockets."""
 
 import argparse
 
 import pytest
 
-from upper_cli.options import number, port
-from upper_protocol.address import AddressError, format_address, parse_address
+from upper.cli.options import number, port
+from upper.protocol.address import AddressError, format_address, parse_address
 
 
 @pytest.mark.parametrize(

@@ -25,14 +25,14 @@ from wrong_servers import (
     ResetOnCloseServer,
 )
 
-from upper_client import UpperClient
-from upper_client.check import CHECKS, Settings, Status, Target, run_checks
-from upper_client.check.checks import Check
-from upper_client.check.cli import main
-from upper_client.check.matching import Mismatch, ReplyMatcher
-from upper_client.check.outcome import Evidence, Result
-from upper_client.check.report import TextReport, evidence_lines, show_bytes
-from upper_client.check.runner import run_one
+from upper.check import CHECKS, Settings, Status, Target, run_checks
+from upper.check.checks import Check
+from upper.check.cli import main
+from upper.check.matching import Mismatch, ReplyMatcher
+from upper.check.outcome import Evidence, Result
+from upper.check.report import TextReport, evidence_lines, show_bytes
+from upper.check.runner import run_one
+from upper.client import UpperClient
 
 ALL = {check.name for check in CHECKS}
 # Small enough to keep the matrix quick; the project's server gets the full defaults.
@@ -74,7 +74,7 @@ def test_the_project_server_passes_every_check(server):
 
 
 def test_the_project_server_passes_every_check_over_tls(start_server, certificates):
-    from upper_client.tls import client_context
+    from upper.client.tls import client_context
 
     server = start_server("--log-level", "warning", *certificates.server_args())
     target = Target(*server.address, timeout=10.0, ssl_context=client_context(str(certificates.ca)))
@@ -213,7 +213,7 @@ def test_the_matcher_finds_the_first_difference_across_chunks_in_bounded_memory(
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "upper_client.check", *args],
+        [sys.executable, "-m", "upper.check", *args],
         capture_output=True, text=True, timeout=timeout,
     )
 

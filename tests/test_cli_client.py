@@ -1,7 +1,7 @@
 """``python -m upper_client`` as a user runs it: messages, a terminal session, a Unix filter,
 and every way the network can fail.
 
-Servers are the real ``upper_server`` (the ``server`` fixture) or small scripted fakes
+Servers are the real ``upper.server`` (the ``server`` fixture) or small scripted fakes
 in a thread that record what they receive. All on 127.0.0.1, port 0, with timeouts.
 """
 
@@ -21,7 +21,7 @@ from helpers import clean_env
 from reference_model import KEYWORD, expected_reply, upper_line
 from servers import ServerProcess
 
-from upper_client.cli import parse_args
+from upper.client.cli import parse_args
 
 RUN_TIMEOUT = 30.0
 WAIT = 10.0
@@ -35,7 +35,7 @@ def patched(command: list, patch: str) -> list:
     """``command`` (the client's), run after the Python code ``patch`` when there is one."""
     if not patch:
         return command
-    return [command[0], "-c", f"{patch}\nfrom upper_client.cli import run\nrun()", *command[3:]]
+    return [command[0], "-c", f"{patch}\nfrom upper.client.cli import run\nrun()", *command[3:]]
 
 
 def run_client(
@@ -576,7 +576,7 @@ def test_interactive_watch_leaves_replies_and_the_session_alone(server, terminal
     "platform, key", [("linux", "Ctrl+D"), ("darwin", "Ctrl+D"), ("win32", "Ctrl+Z then Enter")]
 )
 def test_the_prompt_names_the_end_of_input_key_of_the_platform(monkeypatch, platform, key):
-    from upper_client.cli import end_of_input_key
+    from upper.client.cli import end_of_input_key
 
     monkeypatch.setattr(sys, "platform", platform)
     assert end_of_input_key() == key
@@ -729,7 +729,7 @@ selectors.SelectSelector._select = lambda self, r, w, x, timeout=None: _sockets_
     r, w, x, timeout
 )
 selectors.DefaultSelector = selectors.SelectSelector
-import upper_client.cli
+import upper.client.cli
 sys.platform = "win32"
 """
 

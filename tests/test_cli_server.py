@@ -16,7 +16,7 @@ import pytest
 from helpers import clean_env, read_until_eof
 from servers import ServerProcess
 
-from upper_server.cli import parse_args
+from upper.server.cli import parse_args
 
 BANNER = re.compile(r"^upper_server listening on 127\.0\.0\.1:(?P<port>\d+)$")
 RUN_TIMEOUT = 15.0

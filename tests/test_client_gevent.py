@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
 
     import gevent
 
-    from upper_client import UpperClient
+    from upper.client import UpperClient
 
     CLIENTS = 30
     listener = socket.socket()

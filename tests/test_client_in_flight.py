@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from upper_client import ConnectionLost, UpperClient
+from upper.client import ConnectionLost, UpperClient
 
 
 def test_lines_sent_together_come_back_in_order(server):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from upper_client import UpperClient
-from upper_client.errors import NotConnected
+from upper.client import UpperClient
+from upper.client.errors import NotConnected
 
 
 @pytest.fixture

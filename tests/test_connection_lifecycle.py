@@ -9,8 +9,8 @@ import pytest
 from helpers import read_until_eof
 from tls_support import Transport
 
-from upper_server.connection import Connection, State
-from upper_server.tls import server_context
+from upper.server.connection import Connection, State
+from upper.server.tls import server_context
 
 
 def _desconexion(running) -> socket.socket:
@@ -37,7 +37,7 @@ def test_a_draining_connection_holds_no_greenlet_and_waits_for_the_peers_eof(thr
 
 
 def test_the_linger_ends_a_drain_whose_peer_never_closes(threaded_server, caplog):
-    caplog.set_level(logging.DEBUG, logger="upper_server.connection")
+    caplog.set_level(logging.DEBUG, logger="upper.server.connection")
     running = threaded_server(linger_timeout=0.2)
     with _desconexion(running):
         assert running.wait_until(lambda server: server.stats.open_connections == 0)
@@ -45,7 +45,7 @@ def test_the_linger_ends_a_drain_whose_peer_never_closes(threaded_server, caplog
 
 
 def test_a_forced_shutdown_ends_a_drain_within_the_shutdown_timeout(threaded_server, caplog):
-    caplog.set_level(logging.INFO, logger="upper_server.connection")
+    caplog.set_level(logging.INFO, logger="upper.server.connection")
     running = threaded_server(linger_timeout=60, shutdown_timeout=0.2)
     with _desconexion(running):
         assert running.wait_until(
@@ -57,7 +57,7 @@ def test_a_forced_shutdown_ends_a_drain_within_the_shutdown_timeout(threaded_ser
 
 
 def test_connected_and_closed_name_the_client(threaded_server, caplog):
-    caplog.set_level(logging.DEBUG, logger="upper_server")
+    caplog.set_level(logging.DEBUG, logger="upper.server")
     running = threaded_server()
     with _desconexion(running) as client:
         port = client.getsockname()[1]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from upper_server.connection import (
+from upper.server.connection import (
     TRANSITIONS,
     Action,
     Interrupt,

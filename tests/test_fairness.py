@@ -7,7 +7,7 @@ this test only checks the promise with a wide margin: no probe waits half a seco
 """
 
 from benchmarks.fairness import flood_and_probe
-from upper_server.launcher import ServerProcess
+from upper.server.launcher import ServerProcess
 
 
 def test_a_flooding_client_does_not_hold_up_the_others():

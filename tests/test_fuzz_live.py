@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reference_model import expected_reply
 
-from upper_client.tls import shutdown_write
+from upper.client.tls import shutdown_write
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ import gevent.socket
 import pytest
 from gevent.server import StreamServer
 
-from upper_gevent import READ, USED_GEVENT_NAMES
+from upper.green import READ, USED_GEVENT_NAMES
 
 
 @pytest.fixture(scope="module")

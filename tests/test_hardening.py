@@ -30,7 +30,7 @@ from helpers import (
 from reference_model import expected_reply
 from servers import ServerProcess
 
-from upper_server.connection import State
+from upper.server.connection import State
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -701,7 +701,7 @@ def test_without_count_traffic_lines_and_bytes_stay_zero(threaded_server, connec
     [([], False), (["--stats-interval", "60"], True), (["--metrics-port", "9150"], True)],
 )
 def test_the_command_line_counts_lines_only_when_something_reports_them(argv, counting):
-    from upper_server.cli import make_server, parse_args
+    from upper.server.cli import make_server, parse_args
 
     server = make_server(("127.0.0.1", 0), parse_args(argv))
     assert server.stats.counting is counting

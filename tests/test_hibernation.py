@@ -5,7 +5,7 @@ import socket
 
 from helpers import read_exactly, read_until_eof
 
-from upper_server.connection import State
+from upper.server.connection import State
 
 
 def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
@@ -40,7 +40,7 @@ def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
 
 
 def test_a_new_connection_gets_its_greenlet_from_its_first_byte(threaded_server, caplog):
-    caplog.set_level(logging.INFO, logger="upper_server.connection")
+    caplog.set_level(logging.INFO, logger="upper.server.connection")
     running = threaded_server(idle_timeout=0.3)
     baseline = running.live_greenlets()
     with (

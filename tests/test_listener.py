@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from upper_server import listener
-from upper_server.listener import ListenError, addresses_text, open_listeners
+from upper.server import listener
+from upper.server.listener import ListenError, addresses_text, open_listeners
 
 NAME = "dual-stack.upper.test"
 _real_getaddrinfo = socket.getaddrinfo

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from upper_server.memory import release_freed_memory
+from upper.server.memory import release_freed_memory
 
 
 def test_releases_on_linux_glibc():
@@ -13,7 +13,7 @@ def test_releases_on_linux_glibc():
 def test_does_nothing_where_the_platform_has_no_malloc_trim():
     probe = (
         "import sys; sys.platform = 'darwin'\n"
-        "from upper_server.memory import release_freed_memory\n"
+        "from upper.server.memory import release_freed_memory\n"
         "print(release_freed_memory())\n"
     )
     done = subprocess.run(

@@ -23,7 +23,7 @@ from benchmarks import bench
 from benchmarks import driver as python_driver
 from benchmarks.native import NativeDriverUnavailable, driver_binary, load_driver
 from benchmarks.peers import PEERS
-from upper_server.launcher import ServerProcess
+from upper.server.launcher import ServerProcess
 
 RUN_TIMEOUT = 60.0
 
@@ -118,7 +118,7 @@ def test_result_has_every_key_the_python_driver_reports(binary):
 
 WRONG_SERVER = """
 import socket, struct, sys, threading
-from upper_protocol import uppercase
+from upper.protocol import uppercase
 
 behaviour = sys.argv[1]
 listener = socket.create_server(("127.0.0.1", 0))

@@ -20,8 +20,8 @@ import pytest
 
 from benchmarks import driver
 from benchmarks.peers import PEERS
-from upper_protocol import uppercase
-from upper_server.launcher import ServerProcess
+from upper.protocol import uppercase
+from upper.server.launcher import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0

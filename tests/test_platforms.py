@@ -1,6 +1,6 @@
 """The server on platforms CI does not have, simulated; and a host name with two addresses.
 
-CI runs Linux only. Each test here starts the real ``upper_server`` command line
+CI runs Linux only. Each test here starts the real ``upper.server`` command line
 in a subprocess whose interpreter first loses what another platform lacks
 (``resource`` on Windows, ``os.fork`` on Windows, ``os.sched_getaffinity`` and
 ``signal.sigtimedwait`` on macOS, ``prctl`` everywhere but Linux) or gains what
@@ -77,7 +77,7 @@ sys.modules["resource"] = resource
 """
 
 
-def simulated(patch: str, code: str = "from upper_server.cli import run\nrun()") -> list[str]:
+def simulated(patch: str, code: str = "from upper.server.cli import run\nrun()") -> list[str]:
     """A Python command line that applies ``patch``, then runs ``code`` (the server's CLI)."""
     return [sys.executable, "-c", f"import os, signal, sys\n{patch}\n{code}"]
 
@@ -110,7 +110,7 @@ def test_without_resource_the_connection_limit_has_a_default():
     result = run(
         simulated(
             NO_RESOURCE,
-            "from upper_server.limits import default_max_connections, raise_open_file_limit\n"
+            "from upper.server.limits import default_max_connections, raise_open_file_limit\n"
             "print(raise_open_file_limit(), default_max_connections())",
         )
     )
@@ -162,7 +162,7 @@ def test_open_file_limit_is_raised_to_what_macos_allows():
     result = run(
         simulated(
             MACOS_OPEN_FILES,
-            "from upper_server.limits import default_max_connections, raise_open_file_limit\n"
+            "from upper.server.limits import default_max_connections, raise_open_file_limit\n"
             "print(raise_open_file_limit(), default_max_connections())",
         )
     )

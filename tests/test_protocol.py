@@ -3,7 +3,7 @@
 import pytest
 from reference_model import expected_reply
 
-from upper_protocol import KEYWORD, UpperSession, ends_session, uppercase
+from upper.protocol import KEYWORD, UpperSession, ends_session, uppercase
 
 REPLACEMENT_CHARACTER = "\ufffd".encode()
 

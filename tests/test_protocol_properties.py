@@ -10,7 +10,7 @@ from reference_model import (
     session_ended,
 )
 
-from upper_protocol import KEYWORD, UpperSession
+from upper.protocol import KEYWORD, UpperSession
 
 PROPERTY_SETTINGS = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from upper_protocol.proxy import (
+from upper.protocol.proxy import (
     V1_MAX_LENGTH,
     V2_SIGNATURE,
     ProxyHeader,

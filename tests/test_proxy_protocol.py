@@ -24,7 +24,7 @@ def closed_without_reply(sock: socket.socket) -> bool:
 @pytest.fixture
 def proxied(threaded_server, connect, caplog):
     """An in-thread server requiring a PROXY header; returns (server, open_socket)."""
-    caplog.set_level(logging.DEBUG, logger="upper_server")
+    caplog.set_level(logging.DEBUG, logger="upper.server")
 
     def start(**options):
         server = threaded_server(proxy_protocol="any", **options)

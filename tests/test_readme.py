@@ -33,8 +33,7 @@ def test_the_layout_names_every_module():
     """A newcomer finds every module in the README's layout table."""
     layout = layout_section()
     missing = []
-    for folder in ("upper_protocol", "upper_gevent", "upper_server", "upper_client", "upper_cli",
-                   "loadtest", "benchmarks"):
+    for folder in ("upper", "upper_server", "upper_client", "loadtest", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             relative = path.relative_to(ROOT)
             package = f"{relative.parent.as_posix()}/"

@@ -12,7 +12,7 @@ from helpers import eventually, process_alive, read_until_eof
 from servers import ServerProcess
 
 import upper_server
-from upper_server.launcher import read_line_with_timeout
+from upper.server.launcher import read_line_with_timeout
 
 LOAD_CLIENTS = 4
 SOCKET_TIMEOUT = 10.0
@@ -146,7 +146,7 @@ def test_single_process_becomes_a_supervisor_only_at_the_first_reload(start_serv
 
 @pytest.fixture
 def deployed(tmp_path):
-    """A copy of upper_server that the test can change, as a deploy would."""
+    """A copy of the ``upper_server`` entry point that the test can change, as a deploy would."""
     shutil.copytree(
         upper_server.__path__[0], tmp_path / "upper_server", ignore=shutil.ignore_patterns("*.pyc")
     )

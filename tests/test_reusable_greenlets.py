@@ -1,4 +1,4 @@
-"""``upper_gevent.greenlets.ReusableGreenlets``: calls run at once from the hub, one after
+"""``upper.green.greenlets.ReusableGreenlets``: calls run at once from the hub, one after
 another in the same greenlet, without keeping what the last call used."""
 
 import gc
@@ -8,7 +8,7 @@ import gevent
 import pytest
 from greenlet import getcurrent
 
-from upper_gevent.greenlets import ReusableGreenlets
+from upper.green.greenlets import ReusableGreenlets
 
 
 @pytest.fixture

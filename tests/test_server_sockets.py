@@ -9,7 +9,7 @@ import pytest
 from helpers import read_exactly, read_until_eof, send_while_reading
 from reference_model import expected_reply
 
-from upper_client.tls import shutdown_write
+from upper.client.tls import shutdown_write
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from helpers import eventually, free_port, read_until_eof, require_tool
 from servers import ServerProcess
 
-from upper_server import systemd
-from upper_server.launcher import parse_ready_line, read_line_with_timeout
+from upper.server import systemd
+from upper.server.launcher import parse_ready_line, read_line_with_timeout
 
 TIMEOUT = 10.0
 

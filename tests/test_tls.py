@@ -14,8 +14,8 @@ import pytest
 from helpers import SOON, read_exactly, read_until_eof
 from tls_support import Transport
 
-from upper_client.tls import client_context
-from upper_server.tls import server_context
+from upper.client.tls import client_context
+from upper.server.tls import server_context
 
 WAIT = 10.0
 
@@ -62,7 +62,7 @@ def handshake_failures(caplog) -> list[logging.LogRecord]:
 
 
 def test_a_stalled_handshake_is_dropped_at_the_timeout(tls_threaded, tls, caplog):
-    caplog.set_level(logging.INFO, logger="upper_server")
+    caplog.set_level(logging.INFO, logger="upper.server")
     running = tls_threaded(handshake_timeout=0.3)
     with raw_connection(running.address) as silent:  # connects, never sends a ClientHello
         assert closed_by_server(silent)
@@ -100,7 +100,7 @@ def test_a_slow_trickle_cannot_stretch_the_handshake(tls_threaded):
     ids=["garbage", "plaintext-client"],
 )
 def test_garbage_or_a_plaintext_client_fails_that_connection_only(tls_threaded, tls, caplog, sent):
-    caplog.set_level(logging.INFO, logger="upper_server")
+    caplog.set_level(logging.INFO, logger="upper.server")
     running = tls_threaded()
     with tls.connect(running.address) as good:
         good.sendall(b"antes\n")
@@ -147,7 +147,7 @@ def test_mutual_tls_accepts_a_client_certificate_signed_by_the_ca(tls_threaded, 
 def test_mutual_tls_refuses_a_missing_unknown_or_expired_certificate(
     tls_threaded, certificates, caplog, which
 ):
-    caplog.set_level(logging.INFO, logger="upper_server")
+    caplog.set_level(logging.INFO, logger="upper.server")
     client_cert = {
         "none": None,
         "other-ca": certificates.client_other_ca,
@@ -335,7 +335,7 @@ def test_a_bad_certificate_or_key_is_one_line_and_exit_1(certificates, tmp_path,
 
 @pytest.mark.parametrize("flag", ["--tls-key", "--tls-client-ca"])
 def test_tls_options_without_a_certificate_are_usage_errors(flag):
-    from upper_server.cli import parse_args
+    from upper.server.cli import parse_args
 
     with pytest.raises(SystemExit) as exited:
         parse_args([flag, "some.pem"])
@@ -346,7 +346,7 @@ def test_tls_options_without_a_certificate_are_usage_errors(flag):
 
 
 def test_a_proxy_header_then_tls(tls_threaded, certificates, caplog):
-    caplog.set_level(logging.INFO, logger="upper_server")
+    caplog.set_level(logging.INFO, logger="upper.server")
     running = tls_threaded(proxy_protocol="v1")
     context = client_context(str(certificates.ca))
     with raw_connection(running.address) as raw:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import trustme
 
-from upper_client import UpperClient
-from upper_client.tls import client_context, shutdown_write
+from upper.client import UpperClient
+from upper.client.tls import client_context, shutdown_write
 
 
 @dataclass(frozen=True)

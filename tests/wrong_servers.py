@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 
-from upper_protocol import KEYWORD, KeywordScanner, UpperSession
+from upper.protocol import KEYWORD, KeywordScanner, UpperSession
 
 _RECV_SIZE = 65536
 _WAKE_EVERY = 0.2  # how often blocked threads look at the stop flag

@@ -1,11 +1,14 @@
-"""Client for the UPPER line protocol: a library (``UpperClient``) and a CLI."""
+"""``python -m upper_client``: the command the project has always documented.
 
-from upper_client.client import UpperClient
-from upper_client.errors import (
+The code lives in ``upper.client``; this name only starts it, and re-exports its library.
+"""
+
+from upper.client import (
     ConnectError,
     ConnectionLost,
     NotConnected,
     ReplyTimeout,
+    UpperClient,
     UpperClientError,
 )
 

@@ -1,3 +1,3 @@
-from upper_client.cli import run
+from upper.client.cli import run
 
 run()

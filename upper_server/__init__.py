@@ -1,6 +1,8 @@
-"""A gevent TCP server that answers every line in uppercase."""
+"""``python -m upper_server``: the command the project has always documented.
 
-from upper_server.server import UpperServer
-from upper_server.stats import ServerStats
+The code lives in ``upper.server``; this name only starts it, and re-exports its library.
+"""
+
+from upper.server import ServerStats, UpperServer
 
 __all__ = ["ServerStats", "UpperServer"]

@@ -1,3 +1,3 @@
-from upper_server.cli import run
+from upper.server.cli import run
 
 run()

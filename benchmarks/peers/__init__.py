@@ -23,7 +23,7 @@ The asyncio ones (``TLS_PEERS``) also serve TLS with ``--tls-cert FILE
 --tls-key FILE``: ``create_server(ssl=context)``, the framework's own SSL
 transport, which is what the benchmark's TLS row compares upper with.
 
-Unlike ``upper_server`` they do not stream: a line is answered once its LF has
+Unlike ``upper.server`` they do not stream: a line is answered once its LF has
 arrived, so an endless line costs memory proportional to its length (or, for
 asyncio streams, ends the session at the 64 KiB ``StreamReader`` limit). They
 do not linger on close either: after ``DESCONEXION`` they simply close, which

@@ -15,7 +15,7 @@ What it does, and nothing more:
 - accept in a hub callback (no ``StreamServer``), ``TCP_NODELAY`` on, one
   raw greenlet per connection;
 - wait for readability, ``recv_into`` the shared buffer, answer the whole chunk
-  with ``upper_protocol.uppercase`` (one C-level ``bytes.upper()`` for ASCII)
+  with ``upper.protocol.uppercase`` (one C-level ``bytes.upper()`` for ASCII)
   and ``send`` it (parking on a write watcher only if the kernel took less);
 - close on EOF, and on a chunk that *ends* with the ``DESCONEXION`` line (as
   the load driver sends it, alone in its own write; the peer tests send it
@@ -45,7 +45,7 @@ from gevent.event import Event
 from greenlet import greenlet
 
 from benchmarks.peers._common import announce, parser
-from upper_protocol import KEYWORD, ends_session, uppercase
+from upper.protocol import KEYWORD, ends_session, uppercase
 
 NAME = "gevent_lean"
 BACKLOG = 4096

@@ -10,7 +10,7 @@ import gevent
 from locust import constant, events, task
 from locust.exception import LocustError
 
-from loadtest.tcp_user import TcpUser
+from upper.loadtest.tcp_user import TcpUser
 
 log = logging.getLogger("catch_response_user")
 checks = {"replies as documented": 0, "wrong attributes": 0, "context": 0, "time fixed": 0}

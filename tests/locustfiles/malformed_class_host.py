@@ -2,7 +2,7 @@
 
 from locust import task
 
-from loadtest.tcp_user import TcpUser
+from upper.loadtest.tcp_user import TcpUser
 
 
 class MisconfiguredUser(TcpUser):

@@ -5,7 +5,7 @@ import ssl
 
 from locust import task
 
-from loadtest.tcp_user import TcpUser
+from upper.loadtest.tcp_user import TcpUser
 
 
 def trust_the_test_ca() -> ssl.SSLContext:

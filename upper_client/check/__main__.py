@@ -1,3 +1,3 @@
-from upper_client.check.cli import run
+from upper.check.cli import run
 
 run()

@@ -1,0 +1,3 @@
+from upper.check.cli import run
+
+run()

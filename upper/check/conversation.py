@@ -1,0 +1,308 @@
+"""One connection of a check: bytes sent, the reply compared as it arrives, and how it ended.
+
+Everything the server is expected to send comes from ``UpperSession`` fed exactly
+the bytes sent (the server's own definition of the protocol). The socket is
+non-blocking and every wait goes through one selector loop, so the checker reads
+while it writes (a server answering a long line never blocks on us), and every
+wait is bounded twice: by the target's timeout for the server's next move, and
+by the check's deadline.
+"""
+
+import selectors
+import socket
+import ssl
+import time
+
+from upper.check.matching import CONTEXT, Mismatch, ReplyMatcher
+from upper.check.outcome import CheckFailed, Evidence, ServerGone
+from upper.check.target import ConnectError, Target
+from upper.client.tls import shutdown_write
+from upper.protocol import UpperSession
+
+RECV_SIZE = 256 * 1024
+_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+"""Nothing to do yet: wait for the selector (over TLS a record may be half received)."""
+SENT_SHOWN = 80
+"""Bytes of what was sent that a failure shows."""
+
+FIN = "fin"
+RESET = "reset"
+_HINT_CLOSE = (
+    "once a line is exactly DESCONEXION, end the session: shutdown(SHUT_WR) (the client "
+    "sees the end at once), read and discard until the client closes, then close()"
+)
+_HINT_CLOSE_AT_EOF = (
+    "when recv() returns b'' the client has finished sending: answer what is left, then close"
+)
+_HINT_RESET = (
+    "shutdown(SHUT_WR) first, read and discard until the client closes, then close(): "
+    "closing with unread input (or with SO_LINGER 0) sends a reset, which can destroy replies"
+)
+
+
+class Conversation:
+    """A fresh connection to the target, opened at once; ``ServerGone`` if it cannot be."""
+
+    def __init__(self, target: Target, deadline: float, opened: list):
+        self.target = target
+        self.deadline = deadline
+        try:
+            self.sock = target.open_socket()
+        except ConnectError as exc:
+            raise ServerGone(str(exc)) from None
+        opened.append(self)  # the runner closes it when the check ends, or overruns
+        self.sock.setblocking(False)
+        self.session = UpperSession()
+        self.matcher = ReplyMatcher()
+        self.ended_by_server: str | None = None
+        """``FIN`` or ``RESET`` once the server closed its side."""
+        self._sent_head = bytearray()
+        self._sent_total = 0
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.sock, selectors.EVENT_READ)
+
+    # -- sending ----------------------------------------------------------------
+
+    def send(self, data: bytes, *, reply: bytes | None = None) -> None:
+        """Send ``data`` whole, reading replies meanwhile.
+
+        The expected reply is what ``UpperSession`` answers to ``data``, unless
+        ``reply`` gives it literally (only the classroom steps do, where the
+        literal is the point).
+        """
+        answer = self.session.feed(data)
+        self.matcher.expect(answer if reply is None else reply)
+        self._log_sent(data)
+        if self.ended_by_server != RESET:
+            self._pump(memoryview(data), lambda: True, "sending")
+
+    def end_input(self) -> None:
+        """Shut down our sending side (EOF): the server answers what it holds and closes."""
+        self.matcher.expect(self.session.end_of_input())
+        try:
+            shutdown_write(self.sock)  # over TLS too: the session stays, to read the replies
+        except OSError:
+            self._note_reset()
+
+    def pause(self, seconds: float = 0.05) -> None:
+        """Let what was just sent travel alone (its own segment), reading meanwhile."""
+        end = min(time.monotonic() + seconds, self.deadline)
+        while self.ended_by_server is None and (left := end - time.monotonic()) > 0:
+            if self._selector.select(left):
+                self._read()
+
+    # -- waiting ----------------------------------------------------------------
+
+    def catch_up(self, owed_at_most: int = 0) -> None:
+        """Wait until at most ``owed_at_most`` expected bytes are still to come."""
+        self._pump(None, lambda: self.matcher.owed <= owed_at_most, "waiting for the reply")
+
+    def expect_close(self, *, clean: bool) -> None:
+        """Every reply, then the server closes; with ``clean`` only a FIN will do."""
+        self.catch_up()
+        if self.ended_by_server is None:
+            try:
+                self._pump(None, lambda: self.ended_by_server is not None, "waiting for the close")
+            except _Timeout:
+                raise self._failure(
+                    f"the server did not close the connection within {self.target.timeout}s "
+                    "after the session ended",
+                    hint=_HINT_CLOSE if self.session.found else _HINT_CLOSE_AT_EOF,
+                ) from None
+        if clean and self.ended_by_server == RESET:
+            raise self._reset_failure()
+
+    def settle(self) -> None:
+        """End a check that judges replies, not the close: every reply, and nothing more.
+
+        The input ended the session already (DESCONEXION); our EOF as well lets any
+        server close at once. Bytes that come before the close are extra; a missing
+        or unclean close is left to the checks about closing.
+        """
+        self.catch_up()
+        if self.ended_by_server is None:
+            self.end_input()
+            try:
+                self._pump(None, lambda: self.ended_by_server is not None, "waiting for the close")
+            except _Timeout:
+                pass
+
+    def confirm_no_reset(self, seconds: float) -> None:
+        """Fail if a reset arrives within ``seconds`` of our EOF, the FIN already received.
+
+        After a FIN, ``recv()`` returns ``b""`` whatever comes next; only the
+        socket's pending error shows a later reset.
+        """
+        time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self.ended_by_server = RESET
+            raise self._reset_failure()
+
+    def close(self) -> None:
+        self._selector.close()
+        self.sock.close()
+
+    def abort(self) -> None:
+        """Close from another thread: ``shutdown`` first, as it wakes a blocked call."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _log_sent(self, data: bytes) -> None:
+        room = SENT_SHOWN + 1 - len(self._sent_head)
+        if room > 0:
+            self._sent_head += data[:room]
+        self._sent_total += len(data)
+
+    def _pump(self, out, done, doing: str) -> None:
+        """Move bytes both ways until ``out`` is sent and ``done()``, or fail.
+
+        The timeout counts from the last byte that moved either way, so a slow but
+        steady server is not late; the check's deadline bounds the whole.
+        """
+        last_progress = time.monotonic()
+        events = selectors.EVENT_READ
+        while True:
+            if out is not None and not out:
+                out = None
+            if out is None:
+                if done():
+                    return
+                if self.ended_by_server is not None:
+                    raise self._ended_early(doing)  # what done() waits for can never come
+            wanted = (0 if self.ended_by_server else selectors.EVENT_READ) | (
+                selectors.EVENT_WRITE if out is not None else 0
+            )
+            if wanted != events:
+                self._selector.modify(self.sock, wanted)
+                events = wanted
+            now = time.monotonic()
+            if now >= self.deadline:
+                raise self._failure(f"the check ran out of time while {doing}")
+            wait = min(self.target.timeout - (now - last_progress), self.deadline - now)
+            if wait <= 0:
+                raise _Timeout(self._late(doing), self.evidence(self.matcher.shortfall()))
+            for _key, mask in self._selector.select(wait):
+                if mask & selectors.EVENT_READ and self.ended_by_server is None:
+                    self._read()
+                    last_progress = time.monotonic()
+                if mask & selectors.EVENT_WRITE and out is not None:
+                    sent = self._write(out)
+                    if sent is None:
+                        out = None  # reset: the rest can never be delivered
+                    elif sent:
+                        out = out[sent:]
+                        last_progress = time.monotonic()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except _NOT_NOW:
+                return
+            except OSError:
+                self._note_reset()
+                return
+            if not data:
+                self.ended_by_server = FIN
+                return
+            self._compare(data)
+            # An SSLSocket may hold decrypted bytes the selector cannot see.
+            if not getattr(self.sock, "pending", int)():
+                return
+
+    def _compare(self, data: bytes) -> None:
+        try:
+            self.matcher.receive(data)
+        except Mismatch as mismatch:
+            raise self._failure(self._differs_reason(mismatch), mismatch) from None
+
+    def _write(self, out) -> int | None:
+        """Bytes sent, or ``None`` when the connection can take no more."""
+        try:
+            return self.sock.send(out)
+        except _NOT_NOW:
+            return 0
+        except OSError:
+            self._note_reset()
+            self._read_what_is_left()
+            return None
+
+    def _note_reset(self) -> None:
+        self.ended_by_server = RESET
+
+    def _read_what_is_left(self) -> None:
+        """Replies that arrived before a reset can still be read: compare them too."""
+        while True:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            self._compare(data)
+
+    # -- failures ---------------------------------------------------------------
+
+    def _differs_reason(self, mismatch: Mismatch) -> str:
+        if not mismatch.expected:
+            return "the server sent more than the protocol allows"
+        if not mismatch.got:
+            return "the reply is incomplete"
+        return "the reply differs from what the protocol says"
+
+    def _late(self, doing: str) -> str:
+        if doing == "waiting for the reply" and self.matcher.owed:
+            if self.matcher.matched:
+                return (
+                    f"the reply stopped: {self.matcher.owed} more byte(s) expected, "
+                    f"none came within {self.target.timeout}s"
+                )
+            return f"no reply within {self.target.timeout}s"
+        return f"the server made no progress for {self.target.timeout}s while {doing}"
+
+    def _ended_early(self, doing: str) -> CheckFailed:
+        how = "reset the connection" if self.ended_by_server == RESET else "closed the connection"
+        if self.matcher.owed:
+            return self._failure(f"the server {how} before sending the whole reply")
+        return self._failure(f"the server {how} while {doing}")
+
+    def _reset_failure(self) -> CheckFailed:
+        return self._failure(
+            "the server reset the connection (RST) instead of closing it cleanly (FIN)",
+            hint=_HINT_RESET,
+        )
+
+    def _failure(
+        self, reason: str, mismatch: Mismatch | None = None, hint: str | None = None
+    ) -> CheckFailed:
+        if mismatch is None:
+            mismatch = self.matcher.shortfall()
+        return CheckFailed(reason, self.evidence(mismatch), hint)
+
+    def evidence(self, mismatch: Mismatch) -> Evidence:
+        if not (mismatch.expected or mismatch.got):
+            return Evidence(
+                sent=bytes(self._sent_head[:SENT_SHOWN]),
+                sent_total=self._sent_total,
+                before=mismatch.before,
+                got_more=mismatch.at > len(mismatch.before),
+            )
+        return Evidence(
+            sent=bytes(self._sent_head[:SENT_SHOWN]),
+            sent_total=self._sent_total,
+            before=mismatch.before,
+            expected=mismatch.expected[:CONTEXT],
+            got=mismatch.got[:CONTEXT],
+            expected_more=len(mismatch.expected) > CONTEXT,
+            got_more=len(mismatch.got) > CONTEXT,
+            difference_at=mismatch.at,
+        )
+
+
+class _Timeout(CheckFailed):
+    """The server's next move did not come within the target's timeout."""

@@ -1,0 +1,154 @@
+"""Option types and address options shared by every command line of the project.
+
+A bad value is a usage error (exit 2) with one line that names the option and
+what it accepts, never a traceback.
+"""
+
+import argparse
+import math
+import os
+
+from upper.protocol.address import DEFAULT_HOST, DEFAULT_PORT
+
+HOST_VARIABLE = "UPPER_HOST"
+PORT_VARIABLE = "UPPER_PORT"
+
+
+def number(kind=float, *, minimum=0, above=False, maximum=None, what="value"):
+    """An argparse type: a finite ``kind`` that is >= ``minimum`` (> with ``above``),
+    and <= ``maximum`` when given."""
+    relation = ">" if above else ">="
+    if maximum is not None:
+        wanted = f"a number from {minimum} to {maximum}"
+    else:
+        wanted = f"a number {relation} {minimum}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or value < minimum
+            or (above and value == minimum)
+            or (maximum is not None and value > maximum)
+        ):
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: use {wanted}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def port(lowest: int):
+    """A port from ``lowest`` to 65535 (0: the server picks one)."""
+    return number(int, minimum=lowest, maximum=65535, what="port")
+
+
+def add_address_options(parser: argparse.ArgumentParser, *, host_help: str, port_help: str):
+    """``--host`` and ``--port``, defaulting to ``$UPPER_HOST`` and ``$UPPER_PORT``."""
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(HOST_VARIABLE, DEFAULT_HOST),
+        help=f"{host_help} (default: ${HOST_VARIABLE} or {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        default=None,
+        help=f"{port_help} (default: ${PORT_VARIABLE} or {DEFAULT_PORT})",
+    )
+
+
+def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowest: int) -> None:
+    """Check ``--port``, or ``$UPPER_PORT`` when it is absent; a bad one is a usage error."""
+    if args.port is not None:
+        source, text = "argument --port", args.port
+    else:
+        source, text = PORT_VARIABLE, os.environ.get(PORT_VARIABLE, str(DEFAULT_PORT))
+    try:
+        args.port = port(lowest)(str(text))
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{source}: {exc}")
+
+
+def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: float) -> None:
+    """The server's ``--tls-*`` options (checked by ``check_server_tls_options``);
+    ``handshake_timeout`` is the default of ``--tls-handshake-timeout``."""
+    group = parser.add_argument_group("TLS (the port then speaks TLS only)")
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM certificate chain; its key may be in it too"
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    group.add_argument(
+        "--tls-handshake-timeout",
+        type=number(float, above=True, what="timeout"),
+        default=handshake_timeout,
+        metavar="SECONDS",
+        help="a TLS handshake not done this long after the accept fails (default: %(default)s)",
+    )
+
+
+def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for option in ("tls_key", "tls_client_ca"):
+        if getattr(args, option) and not args.tls_cert:
+            parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
+
+
+def add_client_tls_options(
+    parser, *, prefix: str = "", cert_prefix: str = "", sentences: bool = False, **extra
+) -> None:
+    """The client side's TLS options: ``--tls``, ``--cafile``, ``--insecure``, ``--cert``,
+    ``--key``, named ``--{prefix}cafile``, ``--{prefix}insecure``, ``--{prefix}{cert_prefix}cert``
+    and ``--{prefix}{cert_prefix}key`` (Locust's are ``--tls-cafile``, ``--tls-insecure``,
+    ``--tls-client-cert``, ``--tls-client-key``: Locust's own ``--tls-cert``/``--tls-key``
+    serve its web UI). ``--tls`` exists only without a prefix.
+
+    ``extra`` goes to every ``add_argument`` (Locust's ``include_in_web_ui``);
+    ``sentences`` capitalizes the help texts (labels in Locust's web UI).
+    ``upper.client.tls.client_context_from`` turns the parsed values into a context.
+    """
+
+    def say(text: str) -> str:
+        return text[:1].upper() + text[1:] if sentences else text
+
+    if not prefix:
+        parser.add_argument(
+            "--tls",
+            action="store_true",
+            help="connect with TLS, verifying the server against the system's trust store",
+        )
+    implied = "" if prefix else " (implies --tls)"
+    parser.add_argument(
+        f"--{prefix}cafile",
+        metavar="FILE",
+        help=say(f"with TLS, trust the CA certificate(s) in this PEM file{implied}"),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}insecure",
+        action="store_true",
+        help=say(f"with TLS, do not verify the server's certificate (a warning says so){implied}"),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}{cert_prefix}cert",
+        metavar="FILE",
+        help=say(
+            f"with TLS, present this client certificate (PEM, with its key or --{prefix}"
+            f"{cert_prefix}key){implied}"
+        ),
+        **extra,
+    )
+    parser.add_argument(
+        f"--{prefix}{cert_prefix}key",
+        metavar="FILE",
+        help=say("the private key of the client certificate, if not in its file"),
+        **extra,
+    )

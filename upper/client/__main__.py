@@ -1,0 +1,3 @@
+from upper.client.cli import run
+
+run()

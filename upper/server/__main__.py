@@ -1,0 +1,3 @@
+from upper.server.cli import run
+
+run()

@@ -1,0 +1,591 @@
+"""One client connection: the gevent I/O around an ``UpperSession``, as a state machine.
+
+Theory of operation
+===================
+
+A connection is an accepted socket, its protocol state (``UpperSession``), one
+I/O watcher, and, while it has work, a greenlet. The greenlet runs the loop
+*receive, uppercase, send* until the session ends, then closes cleanly: FIN
+first, then it reads and discards until the peer closes (the *linger*), so a
+reset never destroys replies the client has not read yet.
+
+Where the greenlet is parked is the connection's ``State``:
+
+- ``STARTING``: spawned at the accept, not yet run (only a connection that opens
+  with a PROXY header or a TLS handshake: any other starts ``HIBERNATING``).
+- ``READING_PROXY_HEADER``: with ``--proxy-protocol``, waiting for the rest of
+  the PROXY header that must open the connection (``_read_proxy_header``).
+  Bounded by ``Timeouts.proxy_header`` from the accept; the bytes that follow
+  the header go to the session first.
+- ``HANDSHAKING``: a TLS connection waiting for its peer's side of the
+  handshake (``upper.server.tls``). Nothing has been read that needs an answer,
+  and the handshake timeout (``Timeouts.handshake``) alone bounds it.
+- ``RUNNING``: between two waits (never seen from outside: see below).
+- ``READING``: waiting for input on the read watcher. The receive loop sets it
+  once and keeps it while it answers, since nobody can look while it runs.
+- ``SENDING``: a reply did not fit in the socket buffer: waiting until the
+  client reads. Nothing more is read meanwhile (backpressure).
+- ``DRAINING``: FIN sent, discarding input until the peer closes (the linger).
+  The greenlet was given back: hub callbacks (``_drain``) read and discard.
+- ``HIBERNATING``: idle for a while, so the greenlet was given back (to the
+  server's ``ReusableGreenlets``); only the socket, the watcher and the session
+  remain. The first byte that arrives gives it a greenlet again, which carries on
+  where the last one stopped. A connection with no PROXY header and no handshake
+  starts here: its first byte gives it its first greenlet (waiting for it is what
+  ``READING`` would do, minus the greenlet).
+- ``CLOSED``: the socket is closed and the server has forgotten it.
+
+Seven *interrupts* come from outside (the server's shutdown and its sweeper):
+``STOP``, ``IDLE_TIMEOUT``, ``HIBERNATE``, ``LINGER_END``, ``HEADER_TIMEOUT``,
+``HANDSHAKE_TIMEOUT`` and ``FORCE_CLOSE``.
+``TRANSITIONS`` says, for each state, what each of them does; it is the only
+place that decides it. An interrupt is applied in a hub callback
+(``Connection.interrupt``), where no greenlet runs, so the connection's
+greenlet really is parked where ``state`` says; an ``Action`` that needs the
+greenlet to act is thrown into it as ``Interrupted`` (a connection without one,
+``HIBERNATING`` or ``DRAINING``, is acted on right there). ``overdue()``, beside the
+table, is the sweeper's whole decision for one connection.
+
+Fairness: a client that sends as fast as it can keeps the read buffer full.
+After ``Connection.reads_per_turn`` full reads in a row the greenlet parks on
+its read watcher anyway; the watcher is level-triggered, so it wakes again on
+the next turn of the event loop, after every other ready connection, timer and
+signal handler has had its turn.
+
+Resource handling: the socket and the watcher are closed exactly once, by
+``_release()``, whatever ends the connection; a hibernating or draining
+connection holds no greenlet. Error handling: a reset or broken pipe is the client's business
+(logged at debug); any other error is counted in the stats and logged at
+warning with the peer's address. No error leaves this module: one connection's
+fault never reaches another.
+"""
+
+import enum
+import logging
+import socket
+from dataclasses import dataclass
+
+import gevent
+from gevent import GreenletExit, getcurrent
+
+from upper.green import READ, WRITE, watch
+from upper.protocol import KEYWORD, UpperSession
+from upper.protocol.address import format_address
+from upper.protocol.keyword import LF
+from upper.protocol.proxy import ProxyHeaderError, ProxyHeaderParser
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 64 * 1024
+"""The server's one receive buffer (under glibc's mmap threshold)."""
+_DRAIN_SIZE = 256 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a TLS connection gets, from the accept, to complete its handshake."""
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READING_PROXY_HEADER = "reading the PROXY header"
+    HANDSHAKING = "handshaking"
+    RUNNING = "running"
+    READING = "reading"
+    SENDING = "sending"
+    DRAINING = "draining"
+    HIBERNATING = "hibernating"
+    CLOSED = "closed"
+
+
+class Interrupt(enum.Enum):
+    STOP = "stop"  # the server shuts down gracefully
+    IDLE_TIMEOUT = "idle timeout"  # no byte moved either way for --idle-timeout
+    HIBERNATE = "hibernate"  # waited for input for a while: give the greenlet back
+    LINGER_END = "linger end"  # the peer did not close within the linger after our FIN
+    HEADER_TIMEOUT = "header timeout"  # no whole PROXY header within --proxy-header-timeout
+    HANDSHAKE_TIMEOUT = "handshake timeout"  # no TLS session within --tls-handshake-timeout
+    FORCE_CLOSE = "forced close"  # the shutdown timeout has passed
+
+
+class Action(enum.Enum):
+    IGNORE = "ignore"
+    FINISH = "finish"  # answer what was read, then close cleanly
+    FINISH_AFTER_REPLY = "finish after reply"  # the same, once the reply under way is sent
+    CLOSE_IDLE = "close idle"  # FINISH, logged and counted as an idle timeout
+    DROP = "drop"  # a reply nobody reads: close at once, counted as an idle timeout
+    HIBERNATE = "hibernate"  # end the greenlet, keep the connection
+    END_LINGER = "end linger"  # stop waiting for the peer's close; close now
+    REJECT = "reject"  # close now without a reply: the PROXY header or TLS handshake too slow
+    ABORT = "abort"  # close now, whatever the state
+
+
+A, S = Action, State
+_COLUMNS = (
+    Interrupt.STOP,
+    Interrupt.IDLE_TIMEOUT,
+    Interrupt.HIBERNATE,
+    Interrupt.LINGER_END,
+    Interrupt.HEADER_TIMEOUT,
+    Interrupt.HANDSHAKE_TIMEOUT,
+    Interrupt.FORCE_CLOSE,
+)
+_ROWS = {  # fmt: skip
+    # state                  STOP                  IDLE_TIMEOUT  HIBERNATE    LINGER_END    HEADER_TIMEOUT HANDSHAKE_TIMEOUT FORCE_CLOSE
+    S.STARTING:             (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    # Nothing of the session is read yet: STOP closes at once; the header timeout,
+    # not the idle one, bounds this state.
+    S.READING_PROXY_HEADER: (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.REJECT,      A.IGNORE,         A.ABORT),
+    # The same for a TLS handshake, bounded by its own timeout.
+    S.HANDSHAKING:          (A.FINISH,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.REJECT,         A.ABORT),
+    S.RUNNING:              (A.FINISH_AFTER_REPLY, A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.READING:              (A.FINISH,             A.CLOSE_IDLE, A.HIBERNATE, A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    # Never cut a reply short on STOP; a client that stops reading is dropped.
+    S.SENDING:              (A.FINISH_AFTER_REPLY, A.DROP,       A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    # Every reply is out: the linger alone bounds this state, during a shutdown too.
+    S.DRAINING:             (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.END_LINGER, A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.HIBERNATING:          (A.FINISH,             A.CLOSE_IDLE, A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.ABORT),
+    S.CLOSED:               (A.IGNORE,             A.IGNORE,     A.IGNORE,    A.IGNORE,     A.IGNORE,      A.IGNORE,         A.IGNORE),
+}
+TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
+    state: dict(zip(_COLUMNS, row, strict=True)) for state, row in _ROWS.items()
+}
+"""What each interrupt does in each state: the one place that decides it."""
+del A, S
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The sweeper's limits, in seconds; ``idle`` 0 means no idle timeout."""
+
+    idle: float
+    linger: float
+    hibernate_after: float
+    proxy_header: float = 5.0
+    handshake: float = DEFAULT_HANDSHAKE_TIMEOUT
+    """A TLS handshake's whole allowance (``HANDSHAKING`` makes no progress that counts: a
+    peer sending one byte at a time must still finish in time)."""
+
+
+def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | None:
+    """The interrupt a connection in ``state`` is due, ``quiet_for`` seconds after it last
+    made progress (any byte in either direction; for ``DRAINING``, since our FIN;
+    for ``READING_PROXY_HEADER``, since the accept; for ``HANDSHAKING``, since the accept
+    or the PROXY header)."""
+    if state is State.READING_PROXY_HEADER:
+        return Interrupt.HEADER_TIMEOUT if quiet_for >= timeouts.proxy_header else None
+    if state is State.HANDSHAKING:
+        return Interrupt.HANDSHAKE_TIMEOUT if quiet_for >= timeouts.handshake else None
+    if state is State.DRAINING:
+        return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
+    if state in (State.READING, State.SENDING, State.HIBERNATING):
+        if timeouts.idle and quiet_for >= timeouts.idle:
+            return Interrupt.IDLE_TIMEOUT
+    if state is State.READING and quiet_for >= timeouts.hibernate_after:
+        return Interrupt.HIBERNATE
+    return None
+
+
+class _Rejected(Exception):
+    """The PROXY header was refused: close without a reply."""
+
+
+class Interrupted(Exception):
+    """Thrown into a connection's greenlet: ``action`` is what it must do now."""
+
+    def __init__(self, action: Action) -> None:
+        super().__init__(action.value)
+        self.action = action
+
+
+class Connection:
+    """Serves one accepted socket until the session ends, then closes it cleanly."""
+
+    reads_per_turn = 4
+    """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the
+    event loop run everything else. 4 x 64 KiB is well under a millisecond of work,
+    and costs a flooding client nothing measurable (see the README's fairness note)."""
+    opens_with_a_handshake = False
+    """A phase bounded by its own timeout from the accept (TLS) needs a greenlet at once."""
+
+    __slots__ = (
+        "sock",
+        "address",
+        "_peer",
+        "server",
+        "session",
+        "greenlet",
+        "state",
+        "active_at",
+        "progressed",
+        "opened_at",
+        "finish_pending",
+        "input_ended",
+        "proxy_header",
+        "_watcher",
+    )
+
+    def __init__(self, sock: socket.socket, address: tuple, server) -> None:
+        self.sock = sock
+        self.address = address
+        """The client's address as accepted (``(host, port)``; IPv6 has two more fields)."""
+        self._peer = None
+        self.server = server
+        self.session = UpperSession()
+        self.greenlet = None
+        self.state = State.STARTING
+        self.active_at = self.opened_at = server.loop.now()
+        """When a byte last moved either way (``DRAINING``: when our FIN left), as far as
+        the sweeper knows: see ``progressed``."""
+        self.progressed = False
+        """Input was answered since the sweeper last looked. The receive loop sets this
+        flag instead of reading the clock for every message; the sweeper turns it into
+        ``active_at``, so a timeout can come up to one sweep interval late, never early."""
+        self.finish_pending = server.stopping
+        """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
+        self.input_ended = False
+        """The peer's end of stream (its FIN) has been read: ``_close_cleanly`` needs no linger."""
+        self.proxy_header = (
+            ProxyHeaderParser(server.proxy_protocol) if server.proxy_protocol else None
+        )
+        """The PROXY header's parser until the header is read, then None."""
+        self._watcher = server.loop.io(sock.fileno(), READ)
+
+    @property
+    def peer(self) -> str:
+        """The client, as log lines name it: ``HOST:PORT`` of the socket's address, or of the
+        one a PROXY header gave. Formatted when first needed: most connections log nothing."""
+        if self._peer is None:
+            self._peer = format_address(*self.address[:2])
+        return self._peer
+
+    # -- control, from the server (any greenlet) -----------------------------
+
+    def start(self) -> None:
+        if self.proxy_header is None and not self.opens_with_a_handshake:
+            # Nothing to do before the first byte: wait for it as a hibernating connection
+            # does, with no greenlet (``_wake`` spawns one), under the same idle timeout.
+            self.state = State.HIBERNATING
+            self._watcher.start(self._wake)
+        else:
+            self.greenlet = gevent.spawn_raw(self._run, None, False)
+
+    def interrupt(self, interrupt: Interrupt) -> None:
+        """Apply ``interrupt`` as ``TRANSITIONS`` says, in a hub callback (see the module)."""
+        self.server.loop.run_callback(self._apply, interrupt)
+
+    def overdue(self, now: float, timeouts: Timeouts) -> Interrupt | None:
+        return overdue(self.state, now - self.active_at, timeouts)
+
+    def _apply(self, interrupt: Interrupt) -> None:
+        state = self.state
+        action = TRANSITIONS[state][interrupt]
+        if action is Action.IGNORE:
+            return
+        if action in (Action.CLOSE_IDLE, Action.DROP):
+            self.server.stats.idle_timeouts += 1
+        if action is Action.FINISH_AFTER_REPLY:
+            self.finish_pending = True
+        elif state is State.DRAINING:
+            # The drain runs in hub callbacks (``_drain``): no greenlet to throw into.
+            if action is Action.END_LINGER:
+                log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
+            else:
+                log.info("%s: closed at the shutdown timeout", self.peer)
+            self._release()
+        elif state is State.HIBERNATING:
+            self._watcher.stop()
+            if action is Action.ABORT:
+                log.info("%s: closed at the shutdown timeout", self.peer)
+                self._release()
+            else:
+                self._run_now(Interrupted(action), False)
+        elif state is State.STARTING:
+            # ABORT only: GreenletExit kills a greenlet that never ran without running it.
+            self.greenlet.throw(GreenletExit)
+            log.info("%s: closed at the shutdown timeout", self.peer)
+            self._release()
+        else:
+            self.greenlet.throw(Interrupted(action))
+
+    def _wake(self) -> None:
+        """Input arrived for a hibernating connection (a hub callback)."""
+        self._watcher.stop()
+        self._run_now(None, True)
+
+    def _run_now(self, interrupted: Interrupted | None, input_ready: bool) -> None:
+        """From a hub callback: ``_run`` in a greenlet at once, until it first waits.
+
+        One of the server's ``ReusableGreenlets`` (a parked one, or a new one), switched
+        to from here, not ``spawn_raw``: that one is run by one more hub callback, and
+        records the spawning greenlet and its tree-locals (a dict, a weakref and a caught
+        AttributeError per greenlet), for debugging aids this server does not use. The
+        greenlet's parent is the hub, as ``spawn_raw``'s.
+        """
+        self.server.greenlets.run(self._run, interrupted, input_ready)
+
+    # -- the connection's greenlet --------------------------------------------
+
+    def _run(self, interrupted: Interrupted | None, input_ready: bool) -> None:
+        self.greenlet = getcurrent()
+        self.state = State.RUNNING
+        try:
+            try:
+                if interrupted is not None:
+                    raise interrupted
+                if self.proxy_header is None or self._read_proxy_header():
+                    self._answer(input_ready)
+            except Interrupted as why:
+                if why.action is Action.HIBERNATE:
+                    self._hibernate()
+                    return
+                if why.action not in (Action.FINISH, Action.CLOSE_IDLE):
+                    raise
+                self.state = State.RUNNING
+                if why.action is Action.CLOSE_IDLE:
+                    log.info("%s: closed after %ss idle", self.peer, self.server.idle_timeout)
+                # Whatever the session still holds back was read: it gets its reply. The
+                # idle clock restarts, so a client that does not read it is dropped in turn.
+                self.active_at = self.server.loop.now()
+                self._send_all(self.session.end_of_input())
+            self._close_cleanly()
+        except _Rejected:
+            pass  # counted and logged where it was decided; closed without a reply
+        except Interrupted as why:
+            if why.action is Action.DROP:
+                log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
+            else:
+                log.info("%s: closed at the shutdown timeout", self.peer)
+        except OSError as exc:
+            self._socket_failed(exc)
+        except Exception:
+            self.server.stats.errors += 1
+            log.warning("%s: connection failed", self.peer, exc_info=True)
+        finally:
+            # A hibernating or draining connection goes on without its greenlet.
+            if self.greenlet is not None:
+                self._release()
+
+    def _socket_failed(self, exc: OSError) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            log.debug("%s: connection lost: %s", self.peer, exc)
+        else:
+            self.server.stats.errors += 1
+            log.warning("%s: socket error: %s", self.peer, exc)
+
+    def _hibernate(self) -> None:
+        self.greenlet = None
+        self.state = State.HIBERNATING
+        watch(self._watcher, READ, self._wake)
+
+    def _release(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._watcher.stop()
+        self._watcher.close()
+        self.sock.close()
+        self.greenlet = None
+        self.server.connection_closed(self)
+
+    def _read_proxy_header(self) -> bool:
+        """Read the PROXY header; the client it names becomes ``peer``. Whether the session
+        goes on: the bytes after the header are fed to the session first, and may end it.
+
+        Raises ``_Rejected`` (counted, logged once at info) for a missing, malformed or
+        late header: the connection is then closed without a reply.
+        """
+        parser, stats = self.proxy_header, self.server.stats
+        wait = self.server.switch_to_hub
+        watch(self._watcher, READ, self.greenlet.switch)
+        header = None
+        try:
+            while header is None:
+                self.state = State.READING_PROXY_HEADER
+                wait()
+                self.state = State.RUNNING
+                try:
+                    data = self.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise ProxyHeaderError("the connection ended before a whole PROXY header")
+                header = parser.feed(data)
+        except ProxyHeaderError as exc:
+            stats.proxy_rejected_invalid += 1
+            log.info("%s: closed: %s", self.peer, exc)
+            raise _Rejected from None
+        except Interrupted as why:
+            if why.action is not Action.REJECT:
+                raise
+            stats.proxy_rejected_timeout += 1
+            timeout = self.server.timeouts.proxy_header
+            log.info("%s: closed: no whole PROXY header within %ss", self.peer, timeout)
+            raise _Rejected from None
+        self.proxy_header = None
+        if header.source is not None:  # LOCAL and UNKNOWN: the socket's address stands
+            self._peer = format_address(*header.source)
+        log.debug("%s: PROXY v%d %s", self.peer, header.version, header.command)
+        self.active_at = self.server.loop.now()
+        return self._take_leftover(header.leftover)
+
+    def _take_leftover(self, leftover: bytes) -> bool:
+        """The bytes that came after the PROXY header are the session's first input (over
+        TLS, the handshake's: ``TLSConnection``). Whether the session goes on."""
+        if leftover:
+            self.server.stats.received(leftover)
+            self._send_all(self.session.feed(leftover))
+        return not self.session.ended
+
+    def _answer(self, input_ready: bool) -> None:
+        """The receive, uppercase, send loop, until the session ends or must finish."""
+        session = self.session
+        stats = self.server.stats
+        wait = self.server.switch_to_hub
+        # One buffer per server, reused: recv(64 KiB) would allocate 64 KiB and
+        # shrink it for every 16-byte line. The hub runs one greenlet at a time,
+        # and each copies its bytes out before it can be switched away from.
+        buffer = self.server.receive_buffer
+        received = self.server.receive_view
+        recv_into = self.sock.recv_into
+        send = self.sock.send
+        feed = session.feed
+        keyword = KEYWORD
+        # Only feed() changes it: a local, so the session is not touched per message.
+        plain = session.plain
+        reads_per_turn = self.reads_per_turn
+        counting = stats.counting
+        full_reads = 0
+        watch(self._watcher, READ, self.greenlet.switch)
+        # The loop waits only in wait() (READING) and in _send_rest (SENDING, after
+        # which READING is put back): the state is set once, not twice per message.
+        self.state = reading = State.READING
+        # finish_pending is set only while this greenlet waits in STARTING or SENDING
+        # (TRANSITIONS): it is read before the loop and after _send_rest, not per read.
+        finishing = self.finish_pending
+        while not finishing:
+            if not input_ready:
+                wait()
+                full_reads = 0
+            try:
+                size = recv_into(buffer)
+            except BlockingIOError:
+                input_ready = False
+                continue
+            if not size:
+                self.input_ended = True
+                break
+            data = received[:size].tobytes()
+            self.progressed = True
+            # UpperSession.feed's fast path, inlined: the Python call it saves was about 550
+            # of 14,000 instructions per message (tests/test_protocol_properties.py
+            # states the rule).
+            if plain and data[-1] == LF and data.isascii() and not data.partition(keyword)[1]:
+                reply = data.upper()
+                length = size
+            else:
+                reply = feed(data)
+                plain = session.plain
+                if session.ended:
+                    stats.received(data)
+                    self.state = State.RUNNING
+                    self._send_all(reply)
+                    return
+                length = len(reply)
+                if counting and length != size:
+                    stats.bytes_unsent += size - length  # held back, or resized by uppercase
+            if counting:
+                # The counters of what goes out are derived from these (ServerStats): until
+                # the session ends, a reply has exactly the lines of its input.
+                stats.bytes_in += size
+                stats.lines_in += data.count(b"\n")
+            if length:
+                try:
+                    sent = send(reply)
+                except BlockingIOError:
+                    sent = 0
+                if sent != length:
+                    stats.waiting(reply)  # not counted as sent until the client has read it all
+                    self._send_rest(reply, sent)
+                    stats.sent(reply)
+                    self.state = reading
+                    finishing = self.finish_pending
+            # A full buffer means the client is probably ahead of us: read again at once,
+            # but only a few times in a row (fairness: see the module's docstring).
+            if size == RECV_SIZE:
+                full_reads += 1
+                input_ready = full_reads < reads_per_turn
+            else:
+                input_ready = False
+        self.state = State.RUNNING
+        self._send_all(session.end_of_input())
+
+    def _send_all(self, data: bytes) -> None:
+        if data:
+            self._send_rest(data, 0)
+            self.server.stats.sent(data)
+
+    def _send_rest(self, data: bytes, sent: int) -> None:
+        """Send ``data[sent:]``, parking this greenlet (only) while the client is not reading.
+
+        This is the backpressure: nothing more is read meanwhile, so a client that
+        does not read its replies cannot make the server buffer them. The watcher
+        turns to writing only if the kernel does not take it all at once.
+        """
+        view = memoryview(data)[sent:]
+        wait = self.server.switch_to_hub
+        watching_writes = False
+        try:
+            while view:
+                try:
+                    sent = self.sock.send(view)
+                except BlockingIOError:
+                    sent = 0
+                if sent:
+                    view = view[sent:]
+                    self.active_at = self.server.loop.now()
+                    continue
+                if not watching_writes:
+                    watch(self._watcher, WRITE, self.greenlet.switch)
+                    watching_writes = True
+                self.state = State.SENDING
+                wait()
+                self.state = State.RUNNING
+        finally:
+            if watching_writes:
+                watch(self._watcher, READ, self.greenlet.switch)
+
+    def _close_cleanly(self) -> None:
+        """FIN first, then read and discard until the peer closes: never an RST over replies.
+
+        Closing a socket with unread input makes Linux send an RST, which can destroy
+        replies the client has not read yet. The drain needs no greenlet: this one is given
+        back, and ``_drain`` reads in hub callbacks until the peer's EOF. The sweeper
+        bounds the drain with the linger timeout (``overdue``), during a shutdown too.
+
+        A peer whose EOF was read already (a filter, ``nc -N``) can send nothing more:
+        there is nothing to drain, and ``_release`` closes at once, with a FIN.
+        """
+        if self.input_ended:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        self.active_at = self.server.loop.now()
+        self.progressed = False  # the linger counts from the FIN, not from the last reply
+        # The peer needs a moment to read our FIN and answer it: wait first.
+        watch(self._watcher, READ, self._drain)
+        self.greenlet = None
+        self.state = State.DRAINING
+
+    def _drain(self) -> None:
+        """Input while ``DRAINING`` (a hub callback): discard it; close at the peer's EOF.
+
+        One read per wake-up, so a peer that floods us here gets no more than its turn.
+        """
+        try:
+            if self.sock.recv(_DRAIN_SIZE):
+                return
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._socket_failed(exc)
+        self._release()
