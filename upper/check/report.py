@@ -11,6 +11,7 @@ import sys
 import textwrap
 import unicodedata
 
+from upper.check.levels import FULL
 from upper.check.outcome import Evidence, Result, Status
 from upper.protocol import decode_text
 
@@ -141,12 +142,15 @@ def summary(results: list[Result]) -> dict:
     }
 
 
-def json_document(address: str, timeout: float, results: list[Result], seconds: float) -> str:
+def json_document(
+    address: str, timeout: float, results: list[Result], seconds: float, level: str = FULL
+) -> str:
     counts = summary(results)
     document = {
         "schema": JSON_SCHEMA_VERSION,
         "address": address,
         "timeout": timeout,
+        "level": level,
         "passed": counts["passed"] == counts["total"],
         "summary": counts,
         "seconds": round(seconds, 3),
