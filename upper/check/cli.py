@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the results as one JSON document"
     )
     add_client_tls_options(parser)
+    from upper.check.classroom_cli import add_classroom_options  # it imports this module
+
+    add_classroom_options(parser)
     return parser
 
 
@@ -64,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.checks = select_checks(args.only)
     except KeyError as unknown:
         parser.error(f"argument --only: no check named {unknown.args[0]!r} (see --help)")
+    from upper.check.classroom_cli import check_classroom_options
+
+    check_classroom_options(parser, args)
     return args
 
 
@@ -88,6 +94,12 @@ def main(argv=None) -> int:
     except TLSSetupError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    from upper.check import classroom_cli
+
+    if args.class_file is not None:
+        return classroom_cli.grade(args, ssl_context)
+    if args.start is not None:
+        return classroom_cli.check_started_server(args, ssl_context)
     target = Target(args.host, args.port, args.timeout, ssl_context)
     try:
         preflight(target)
@@ -97,12 +109,16 @@ def main(argv=None) -> int:
     started = time.monotonic()
     if args.json:
         results = run_checks(target, args.checks)
-        print(json_document(target.address, target.timeout, results, time.monotonic() - started))
+        document = json_document(target.address, target.timeout, results,
+                                 time.monotonic() - started, level=args.level)
+        print(document)
     else:
         report = TextReport()
         report.start(target.address, len(args.checks), target.timeout)
+        print(classroom_cli.level_line(args.level), flush=True)
         results = run_checks(target, args.checks, on_result=report.result)
         report.finish(results, time.monotonic() - started)
+    classroom_cli.write_plain_junit(args, target, results, time.monotonic() - started)
     return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
 
 
