@@ -18,8 +18,8 @@ from upper.check.student_server import StartFailed, Stop, StudentServer, describ
 from upper.check.target import Target
 from upper.i18n import _
 
-EXIT_WAIT = 2.0
-"""Seconds to wait for a server that stopped accepting connections to exit (to report it)."""
+EXIT_WAIT = 1.0
+"""Seconds a server that failed a check has to exit on its own before it is stopped."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,10 @@ def run_started(
         started = time.monotonic()
         run.results = run_checks(target, checks, on_result=on_result)
         run.seconds = time.monotonic() - started
-        # A server that stopped accepting connections is probably exiting: let it finish.
-        gone = any(result.status is Status.NOT_RUN for result in run.results)
-        run.exited_during_checks = server.exit_status(wait=EXIT_WAIT if gone else 0.0)
+        # A failing server may be crashing (its last connection reset, its traceback
+        # being printed): give it a moment to exit, so the crash is reported as one.
+        failing = not all(result.passed for result in run.results)
+        run.exited_during_checks = server.exit_status(wait=EXIT_WAIT if failing else 0.0)
         run.stop = server.stop(launch.stop_grace)
         if run.exited_during_checks is not None:
             run.output = server.output_tail()
