@@ -283,7 +283,7 @@ def test_a_class_run_grades_every_student_and_leaves_nothing_running(tmp_path):
     assert "server: did not stop on SIGTERM (killed)" in (out / "Dani.txt").read_text()
 
     table = done.stdout.splitlines()
-    assert "3 of 6 students passed (level basic)" in table
+    assert "students passed: 3 of 6 (level basic)" in table
     assert any(line.startswith("Dani ") and "(killed)" in line for line in table)
 
     suites = {suite.name: suite for suite in JUnitXml.fromfile(str(junit))}

@@ -28,7 +28,7 @@ from upper.check.started import Launch, Run, run_started
 from upper.check.student_server import free_port, has_port_placeholder, with_port
 from upper.check.target import Target
 from upper.cli.options import number
-from upper.i18n import _
+from upper.i18n import _, ngettext
 
 DEFAULT_OUT = "upper-check-reports"
 
@@ -146,8 +146,13 @@ def grade(args: argparse.Namespace, ssl_context) -> int:
         args.host, args.port, args.timeout, args.checks, args.level, args.start_timeout,
         args.stop_grace, ssl_context,
     )
-    print(_("{prog}: grading {count} students at level {level}; reports in {out}").format(
-        prog=PROG, count=len(students), level=args.level, out=out_dir), flush=True)
+    grading_line = ngettext(
+        "{prog}: grading {count} student at level {level}; reports in {out}",
+        "{prog}: grading {count} students at level {level}; reports in {out}",
+        len(students),
+    )
+    print(grading_line.format(prog=PROG, count=len(students), level=args.level, out=out_dir),
+          flush=True)
 
     def graded(index: int, student, run: Run) -> None:
         verdict = _("PASSED") if run.passed else _("FAILED")

@@ -238,7 +238,7 @@ def summary_table(graded: list[tuple[Student, Run]], level: str) -> str:
     passed = sum(run.passed for _student, run in graded)
     lines.append("")
     lines.append(
-        _("{passed} of {total} students passed (level {level})").format(
+        _("students passed: {passed} of {total} (level {level})").format(
             passed=passed, total=len(graded), level=level
         )
     )
