@@ -137,7 +137,9 @@ def test_a_server_that_crashes_mid_run_is_reported_with_its_traceback():
     assert done.returncode == 1
     assert "server: crashed (exit 1)" in done.stdout
     assert "  | ValueError: no sé contestar a hola servidor" in done.stdout
-    assert "NOT RUN desconexion-closes" in done.stdout
+    # the next check is refused (not run) or reset (failed) by the dying listener
+    assert any(line.startswith(("NOT RUN desconexion-closes", "FAIL    desconexion-closes"))
+               for line in done.stdout.splitlines())
 
 
 def test_a_server_ignoring_sigterm_is_killed_with_its_whole_process_group(tmp_path):
