@@ -155,3 +155,38 @@ def test_the_layout_names_every_module():
             if not named:
                 missing.append(relative.as_posix())
     assert not missing, f"add to the Layout section of docs/architecture.md: {missing}"
+
+
+# --- the checker's --json keys -------------------------------------------------------------
+
+
+def documented_json_keys() -> set[str]:
+    checking = (ROOT / "docs" / "checking.md").read_text()
+    section = checking.split("## The JSON document", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_docs_checking_names_every_key_of_the_json_document():
+    import json
+
+    from upper.check.outcome import Evidence, Result, Status
+    from upper.check.report import json_document
+
+    results = [
+        Result("a-pass", "passes", Status.PASS, seconds=0.1, section="s"),
+        Result("a-difference", "differs", Status.FAIL, reason="r", hint="h", section="s",
+               evidence=Evidence(sent=b"hola\r\n", sent_total=6, before=b"HOLA",
+                                 expected=b"\r\n", got=b"\n", difference_at=4)),
+        Result("nothing-back", "silent", Status.FAIL, reason="r", hint="h", section="s",
+               evidence=Evidence(sent=b"hola\n", sent_total=5)),
+        Result("not-run", "not run", Status.NOT_RUN, reason="server gone", section="s"),
+    ]
+    document = json.loads(json_document("127.0.0.1:5000", 5.0, results, 1.0))
+    written = set(document)
+    for check in document["checks"]:
+        written |= set(check)
+    undocumented = written - documented_json_keys()
+    assert not undocumented, f"document these --json keys in docs/checking.md: {undocumented}"
+    summary_row = re.search(r"^\| `summary` \|.*$", (ROOT / "docs" / "checking.md").read_text(),
+                            flags=re.MULTILINE).group(0)
+    assert all(f"`{key}`" in summary_row for key in document["summary"]), summary_row
