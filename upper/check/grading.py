@@ -29,7 +29,7 @@ from upper.check.report import TextReport, json_document
 from upper.check.started import Launch, Run, not_started, run_started
 from upper.check.student_server import StartFailed, free_port, has_port_placeholder
 from upper.check.target import Target
-from upper.i18n import _
+from upper.i18n import _, ngettext
 
 COLUMNS = ("name", "directory", "command")
 SUMMARY_FILE = "summary.csv"
@@ -213,6 +213,19 @@ def write_summary_csv(path: Path, graded: list[tuple[Student, Run]]) -> None:
             writer.writerow(summary_row(student, run))
 
 
+TABLE_NAMES = 3
+"""Failed checks the terminal's table names per student (the CSV and the report have all)."""
+
+
+def _shown_names(failed: list[str], student: Student) -> str:
+    if len(failed) <= TABLE_NAMES:
+        return " ".join(failed)
+    more = len(failed) - TABLE_NAMES
+    return " ".join(failed[:TABLE_NAMES]) + " " + ngettext(
+        "and {count} more (see {report})", "and {count} more (see {report})", more
+    ).format(count=more, report=f"{student.file_stem}.txt")
+
+
 def summary_table(graded: list[tuple[Student, Run]], level: str) -> str:
     """The terminal's summary: a line per student, then the class's totals."""
     headings = (_("student"), _("result"), _("checks"), _("failed checks / errors"))
@@ -220,7 +233,8 @@ def summary_table(graded: list[tuple[Student, Run]], level: str) -> str:
     for student, run in graded:
         row = summary_row(student, run)
         verdict = _("PASSED") if run.passed else _("FAILED")
-        problems = [row["failed_checks"]] if row["failed_checks"] else []
+        failed = row["failed_checks"].split()
+        problems = [_shown_names(failed, student)] if failed else []
         if run.error:
             problems.append(run.error)
         if run.stop is not None and run.stop.how == "killed":
