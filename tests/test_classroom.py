@@ -6,6 +6,7 @@ import csv
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from helpers import clean_env
 from junitparser import Error, Failure, JUnitXml
 
 from upper.check.grading import ClassFileError, read_class
-from upper.check.student_server import command_line
+from upper.check.student_server import command_line, describe_exit
 
 STUDENTS = Path(__file__).parent / "students"
 JUNIT_SCHEMA = Path(__file__).parent / "schemas" / "junit-10.xsd"
@@ -190,6 +191,23 @@ def test_without_a_port_placeholder_the_checker_waits_on_port(tmp_path):
                  "--level", "basic", *QUICK)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"against 127.0.0.1:{port} " in done.stdout
+
+
+def test_a_port_already_in_use_is_refused_before_starting(server):
+    host, port = server.address
+    command = shlex.join([sys.executable, "correcto.py", str(port)])
+    done = check("--start", command, "--cwd", str(STUDENTS), "--host", host, "--port", str(port))
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == (
+        f"upper-check: error: did not start: something already accepts connections on "
+        f"{host}:{port}: stop it, or put {{port}} in the command"
+    )
+
+
+def test_exit_statuses_are_described_as_a_person_reads_them():
+    assert describe_exit(3) == "exit 3"
+    assert describe_exit(-signal.SIGSEGV) == "killed by SIGSEGV"
+    assert describe_exit(None) == "still running"
 
 
 def test_the_command_is_split_by_sh_rules_on_posix_and_left_whole_on_windows():

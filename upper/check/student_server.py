@@ -139,6 +139,11 @@ class StudentServer:
             argv = command_line(self.command, self.port)
         except ValueError as exc:
             raise StartFailed(_("cannot read the command: {error}").format(error=exc), []) from None
+        if self._accepts_connections():
+            raise StartFailed(
+                _("something already accepts connections on {address}: stop it, or put "
+                  "{{port}} in the command").format(address=self.address), [],
+            )
         if self._own_log:
             handle, name = tempfile.mkstemp(prefix="upper-check-", suffix=".log")
             os.close(handle)
@@ -171,13 +176,18 @@ class StudentServer:
                     ),
                     self.output_tail(),
                 )
-            try:
-                socket.create_connection((self.host, self.port), min(remaining, 1.0)).close()
-            except OSError:
+            if not self._accepts_connections(min(remaining, 1.0)):
                 time.sleep(min(PROBE_INTERVAL, max(0.0, deadline - time.monotonic())))
                 continue
             self._raise_if_exited()  # something else may hold the port
             return
+
+    def _accepts_connections(self, timeout: float = 1.0) -> bool:
+        try:
+            socket.create_connection((self.host, self.port), timeout).close()
+        except OSError:
+            return False
+        return True
 
     def _raise_if_exited(self) -> None:
         status = self.exit_status()
