@@ -12,7 +12,16 @@ definition), so there is no second implementation of the rules here.
 - ``checks``: the table of checks;
 - ``runner``: runs them, each bounded in time, none able to crash the tool;
 - ``report``: the text and JSON output;
-- ``cli``: the command line.
+- ``cli``: the command line, ``exits`` its exit statuses.
+
+For the classroom (docs/classroom.md):
+
+- ``levels``: ``--level basic`` (the classroom's two steps) or ``full``;
+- ``student_server``: starting a server (``--start``), waiting for its port, stopping it;
+- ``started``: one run against a server the checker started, and what became of it;
+- ``grading``: a class file, a run per student, their reports and the summary;
+- ``junit``: the JUnit XML report;
+- ``classroom_cli``: the options of all these.
 """
 
 from upper.check.checks import CHECKS, Check

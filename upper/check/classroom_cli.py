@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from upper.check.cli import EXIT_FAILED, EXIT_PASSED, EXIT_UNUSABLE, PROG
+from upper.check.exits import EXIT_FAILED, EXIT_PASSED, EXIT_UNUSABLE
 from upper.check.grading import (
     SUMMARY_FILE,
     ClassFileError,
@@ -94,7 +94,7 @@ def check_classroom_options(parser: argparse.ArgumentParser, args: argparse.Name
         args.checks = checks_of(args.level)
 
 
-def check_started_server(args: argparse.Namespace, ssl_context) -> int:
+def check_started_server(args: argparse.Namespace, ssl_context, prog: str) -> int:
     """``--start``: start the server, check it, stop it; report all three."""
     port = free_port(args.host) if has_port_placeholder(args.start) else args.port
     target = Target(args.host, port, args.timeout, ssl_context)
@@ -103,7 +103,7 @@ def check_started_server(args: argparse.Namespace, ssl_context) -> int:
         run = run_started(launch, target, args.checks, args.level)
         print(json_run(run))
     else:
-        run = _run_in_text(launch, target, args)
+        run = _run_in_text(launch, target, args, prog)
     if args.junit:
         write_junit(args.junit, [(SUITE_PREFIX, run)])
     if run.start_error is not None:
@@ -111,10 +111,10 @@ def check_started_server(args: argparse.Namespace, ssl_context) -> int:
     return EXIT_PASSED if run.passed else EXIT_FAILED
 
 
-def _run_in_text(launch: Launch, target: Target, args: argparse.Namespace) -> Run:
+def _run_in_text(launch: Launch, target: Target, args: argparse.Namespace, prog: str) -> Run:
     report = TextReport()
     command = with_port(launch.command, target.port)
-    print(_("{prog}: starting {command!r}").format(prog=PROG, command=command), flush=True)
+    print(_("{prog}: starting {command!r}").format(prog=prog, command=command), flush=True)
 
     def started(server) -> None:
         report.start(target.address, len(args.checks), target.timeout)
@@ -124,7 +124,7 @@ def _run_in_text(launch: Launch, target: Target, args: argparse.Namespace) -> Ru
         launch, target, args.checks, args.level, on_started=started, on_result=report.result
     )
     if run.start_error is not None:
-        print(f"{PROG}: error: {run.error}", file=sys.stderr)
+        print(f"{prog}: error: {run.error}", file=sys.stderr)
         for line in run.server_lines()[1:]:
             print(line, file=sys.stderr)
         return run
@@ -134,12 +134,12 @@ def _run_in_text(launch: Launch, target: Target, args: argparse.Namespace) -> Ru
     return run
 
 
-def grade(args: argparse.Namespace, ssl_context) -> int:
+def grade(args: argparse.Namespace, ssl_context, prog: str) -> int:
     """``--class``: every student in turn, their reports, a summary table and CSV."""
     try:
         students = read_class(args.class_file)
     except ClassFileError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     out_dir = Path(args.out or DEFAULT_OUT)
     grading = Grading(
@@ -151,7 +151,7 @@ def grade(args: argparse.Namespace, ssl_context) -> int:
         "{prog}: grading {count} students at level {level}; reports in {out}",
         len(students),
     )
-    print(grading_line.format(prog=PROG, count=len(students), level=args.level, out=out_dir),
+    print(grading_line.format(prog=prog, count=len(students), level=args.level, out=out_dir),
           flush=True)
 
     def graded(index: int, student, run: Run) -> None:
@@ -163,7 +163,7 @@ def grade(args: argparse.Namespace, ssl_context) -> int:
     try:
         results = grade_class(students, grading, out_dir, on_graded=graded)
     except OSError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     print()
     print(summary_table(results, args.level))

@@ -10,6 +10,7 @@ import textwrap
 import time
 
 from upper.check.checks import CHECKS
+from upper.check.exits import EXIT_FAILED, EXIT_PASSED, EXIT_UNUSABLE
 from upper.check.outcome import ServerGone
 from upper.check.report import TextReport, json_document
 from upper.check.runner import preflight, run_checks, select_checks
@@ -19,7 +20,6 @@ from upper.client.tls import TLSSetupError, client_context_from
 from upper.protocol.address import AddressError, parse_address
 
 PROG = "upper-check"
-EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +97,9 @@ def main(argv=None) -> int:
     from upper.check import classroom_cli
 
     if args.class_file is not None:
-        return classroom_cli.grade(args, ssl_context)
+        return classroom_cli.grade(args, ssl_context, PROG)
     if args.start is not None:
-        return classroom_cli.check_started_server(args, ssl_context)
+        return classroom_cli.check_started_server(args, ssl_context, PROG)
     target = Target(args.host, args.port, args.timeout, ssl_context)
     try:
         preflight(target)
