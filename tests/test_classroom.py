@@ -232,6 +232,7 @@ def test_the_command_is_split_by_sh_rules_on_posix_and_left_whole_on_windows():
         (["--class", "c.csv", "--json"], "argument --json: not with --class"),
         (["--level", "basic", "--only", "lf-lines"], "argument --only: not with --level basic"),
         (["--level", "medium"], "argument --level: invalid choice"),
+        (["--junit", "/no/such/dir/x.xml"], "argument --junit: no directory for"),
     ],
 )
 def test_classroom_usage_errors_are_exit_2(args, complaint, capsys):

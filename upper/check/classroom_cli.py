@@ -88,6 +88,8 @@ def check_classroom_options(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error(_("argument --out: needs --class"))
     if args.class_file is not None and args.json:
         parser.error(_("argument --json: not with --class (each student gets a JSON report)"))
+    if args.junit is not None and not Path(args.junit).resolve().parent.is_dir():
+        parser.error(_("argument --junit: no directory for {path!r}").format(path=args.junit))
     if args.level == BASIC and args.only:
         parser.error(_("argument --only: not with --level basic"))
     if not args.only:
@@ -104,8 +106,8 @@ def check_started_server(args: argparse.Namespace, ssl_context, prog: str) -> in
         print(json_run(run))
     else:
         run = _run_in_text(launch, target, args, prog)
-    if args.junit:
-        write_junit(args.junit, [(SUITE_PREFIX, run)])
+    if not _junit(args, [(SUITE_PREFIX, run)], prog):
+        return EXIT_UNUSABLE
     if run.start_error is not None:
         return EXIT_UNUSABLE
     return EXIT_PASSED if run.passed else EXIT_FAILED
@@ -168,12 +170,26 @@ def grade(args: argparse.Namespace, ssl_context, prog: str) -> int:
     print()
     print(summary_table(results, args.level))
     print(_("summary: {path}").format(path=out_dir / SUMMARY_FILE))
-    if args.junit:
-        write_junit(args.junit, [(student.name, run) for student, run in results])
+    if not _junit(args, [(student.name, run) for student, run in results], prog):
+        return EXIT_UNUSABLE
     return EXIT_PASSED if all(run.passed for _student, run in results) else EXIT_FAILED
 
 
-def write_plain_junit(args: argparse.Namespace, target: Target, results, seconds: float) -> None:
-    """``--junit`` for a run against a server someone else started."""
-    if args.junit:
-        write_junit(args.junit, [(SUITE_PREFIX, Run(args.level, target, results, seconds))])
+def write_plain_junit(
+    args: argparse.Namespace, target: Target, results, seconds: float, prog: str
+) -> None:
+    """``--junit`` for a run against a server someone else started (a failure to write
+    it is one line; the exit status stays the checks')."""
+    _junit(args, [(SUITE_PREFIX, Run(args.level, target, results, seconds))], prog)
+
+
+def _junit(args: argparse.Namespace, suites, prog: str) -> bool:
+    """Write ``--junit`` if asked; ``False`` (and one line on stderr) if it cannot be."""
+    if not args.junit:
+        return True
+    try:
+        write_junit(args.junit, suites)
+    except OSError as exc:
+        print(f"{prog}: error: {args.junit}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         print(classroom_cli.level_line(args.level), flush=True)
         results = run_checks(target, args.checks, on_result=report.result)
         report.finish(results, time.monotonic() - started)
-    classroom_cli.write_plain_junit(args, target, results, time.monotonic() - started)
+    classroom_cli.write_plain_junit(args, target, results, time.monotonic() - started, PROG)
     return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
 
 
