@@ -6,6 +6,7 @@ import sys
 
 from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
 from upper.client.client import UpperClient
+from upper.client.duplex import Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
@@ -75,11 +76,8 @@ def interactive(client: UpperClient) -> int:
         pass
     key = end_of_input_key()
     print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
-    watch = ServerWatch(
-        client._require_socket(),
-        lambda: server_gone_unattended(client, watch),
-        keep=client._buffer.extend,  # over TLS: bytes the watcher had to read to see a close
-    )
+    connection = client.connection
+    watch = ServerWatch(connection, lambda: server_gone_unattended(connection, watch))
     with watch:
         while True:
             try:
@@ -89,7 +87,7 @@ def interactive(client: UpperClient) -> int:
                 break
             except ServerGone:
                 print()
-                raise client._broken(watch.cause) from None
+                raise connection.failure(watch.cause) from None
             if ends_session(encode_text(line)):
                 break
             write_line(client.upper(line))
@@ -98,10 +96,10 @@ def interactive(client: UpperClient) -> int:
     return 0
 
 
-def server_gone_unattended(client: UpperClient, watch: ServerWatch) -> None:
+def server_gone_unattended(connection: Duplex, watch: ServerWatch) -> None:
     """The server went away and input() cannot be interrupted here: say so and end."""
     print(file=sys.stdout, flush=True)
-    print(f"{PROG}: error: {client._broken(watch.cause)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {connection.failure(watch.cause)}", file=sys.stderr, flush=True)
     os._exit(1)
 
 
