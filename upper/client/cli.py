@@ -4,9 +4,14 @@ import argparse
 import os
 import sys
 
-from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
+from upper.cli.options import (
+    add_address_options,
+    add_client_tls_options,
+    number,
+    resolve_client_address,
+)
 from upper.client.client import UpperClient
-from upper.client.duplex import Duplex
+from upper.client.duplex import DEFAULT_TIMEOUT, Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
@@ -22,11 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
         "its reply. With a terminal: an interactive session. With piped input: a filter "
         "that uppercases stdin to stdout through the server.",
     )
-    add_address_options(parser, host_help="server address", port_help="server port")
+    add_address_options(
+        parser,
+        host_help="server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work",
+        port_help="server port",
+    )
     parser.add_argument(
         "--timeout",
         type=number(float, minimum=0, above=True, what="timeout"),
-        default=5.0,
+        default=DEFAULT_TIMEOUT,
         help="seconds to wait for the server before giving up (default: %(default)s)",
     )
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="lines to send")
@@ -37,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    resolve_port(parser, args, lowest=1)
+    resolve_client_address(parser, args)
     for message in args.messages:
         if "\n" in message:
             parser.error("a MESSAGE cannot contain a newline: pass each line as its own argument")
