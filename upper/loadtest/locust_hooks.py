@@ -53,7 +53,8 @@ USED_LOCUST_NAMES = {
     "locust.runners.WorkerRunner": "a worker process: the master reports web UI hosts",
     "locust.stats.bucket_response_time": "the documented, replaceable bucketing of "
     "response times (customizing-response-time-bucketing)",
-    "Environment.parsed_options, .user_classes, .host, .runner": "what a run was given",
+    "Environment.parsed_options, .user_classes, .host, .runner": "what a run was given: "
+    "its options, user classes, host and runner",
 }
 """Every Locust name this module relies on, and what it relies on it for."""
 
