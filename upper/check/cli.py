@@ -22,6 +22,7 @@ from upper.cli.options import (
 )
 from upper.client.duplex import DEFAULT_TIMEOUT
 from upper.client.tls import TLSSetupError, client_context_from
+from upper.i18n import _
 
 PROG = "upper-check"
 EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_address_options(
         parser,
-        host_help="server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work",
+        host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
         port_help="server port",
     )
     parser.add_argument(

@@ -3,9 +3,9 @@
 Everything the server is expected to send comes from ``UpperSession`` fed exactly
 the bytes sent (the server's own definition of the protocol). The connection is
 the client library's ``Duplex`` in duplex mode: every wait goes through its one
-selector, so the checker reads while it writes (a server answering a long line never blocks on us), and every
-wait is bounded twice: by the target's timeout for the server's next move, and
-by the check's deadline.
+selector, so the checker reads while it writes (a server answering a long line
+never blocks on us), and every wait is bounded twice: by the target's timeout
+for the server's next move, and by the check's deadline.
 """
 
 import time

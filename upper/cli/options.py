@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 
+from upper.i18n import _
 from upper.protocol.address import DEFAULT_HOST, DEFAULT_PORT
 
 HOST_VARIABLE = "UPPER_HOST"
@@ -85,11 +86,11 @@ def resolve_client_address(
     try:
         endpoint = parse_endpoint(text, port_required=False)
     except AddressError as exc:
-        parser.error(f"argument --host: {text!r}: {exc}")
+        parser.error(_("argument --host: {text!r}: {reason}").format(text=text, reason=exc))
     args.host = endpoint.host
     if endpoint.port is not None:
         if args.port is not None:
-            parser.error("argument --host: it already has a port; leave out --port")
+            parser.error(_("argument --host: it already has a port; leave out --port"))
         args.port = str(endpoint.port)
     if endpoint.tls:
         args.tls = True

@@ -15,6 +15,7 @@ from upper.client.duplex import DEFAULT_TIMEOUT, Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
+from upper.i18n import _
 from upper.protocol import encode_text, ends_session
 
 PROG = "upper_client"
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_address_options(
         parser,
-        host_help="server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work",
+        host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
         port_help="server port",
     )
     parser.add_argument(

@@ -52,7 +52,7 @@ def connect(
     timeout: float | None = DEFAULT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
-) -> "Duplex":
+) -> Duplex:
     """A new connection to ``host:port`` (TLS with a context); ``ConnectError`` says why not."""
     address = format_address(host, port)
     try:

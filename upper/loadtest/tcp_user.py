@@ -441,7 +441,8 @@ class LocustUpperClient:
         """
         fire = self._fire
         context = self._context
-        window = Window(self.upper_client, ((line, expected[:-1]) for line, expected in lines), depth)
+        tagged = ((line, expected[:-1]) for line, expected in lines)
+        window = Window(self.upper_client, tagged, depth)
         in_flight = window.in_flight  # (expected, without b"\n"; sent at)
         previous = None
         try:
