@@ -18,10 +18,20 @@ from upper.client.cli import parse_args as client_args
 from upper.client.duplex import DEFAULT_TIMEOUT, connect
 from upper.client.url import AddressError, Endpoint, SchemeError, parse_endpoint
 from upper.client.window import ExtraReply, Window
-from upper.loadtest.tcp_user import TcpUser, parse_host
 
 TIMEOUT = 5.0
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def in_locust(code: str) -> str:
+    """What ``code`` prints with ``upper.loadtest.tcp_user`` imported as ``tcp_user``, in a
+    process of its own: importing Locust monkey-patches the whole standard library."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"from upper.loadtest import tcp_user\n{code}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    return done.stdout.strip()
 
 
 @pytest.mark.parametrize(("text", "endpoint"), [
@@ -33,7 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ])
 def test_one_address_syntax(text, endpoint):
     assert parse_endpoint(text) == endpoint
-    assert parse_host(text) == (endpoint.host, endpoint.port)  # Locust's --host
+    assert in_locust(f"print(tcp_user.parse_host({text!r}))") == repr(  # Locust's --host
+        (endpoint.host, endpoint.port)
+    )
     for parse in (client_args, check_args):
         args = parse(["--host", text])
         assert (args.host, args.port) == (endpoint.host, endpoint.port), parse
@@ -77,7 +89,7 @@ def test_the_client_command_line_takes_host_port(server):
 def test_every_client_side_tool_waits_the_same_by_default():
     assert UpperClient().timeout == DEFAULT_TIMEOUT
     assert client_args([]).timeout == check_args([]).timeout == DEFAULT_TIMEOUT
-    assert TcpUser.socket_timeout == DEFAULT_TIMEOUT
+    assert in_locust("print(tcp_user.TcpUser.socket_timeout)") == repr(DEFAULT_TIMEOUT)
 
 
 def test_duplex_sends_and_receives_at_once_then_tells_a_fin(server):

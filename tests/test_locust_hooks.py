@@ -1,15 +1,13 @@
 """Each Locust behaviour that ``upper.loadtest.locust_hooks`` relies on (its
 ``USED_LOCUST_NAMES``), checked by what it does, in a fresh process each (the
-hooks are process-wide). The end-to-end effects (workers dying with their master,
+hooks are process-wide, and importing Locust monkey-patches the standard library:
+never in the test process). The end-to-end effects (workers dying with their master,
 stalls in the exit code, hosts refused at start) are in test_locust_orphans.py,
 test_locust_wrong_servers.py and test_locust.py."""
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
-
-from upper.loadtest import locust_hooks
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -24,22 +22,25 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 def test_every_listed_locust_name_exists_in_this_locust():
     """The behaviour of each is checked below; this catches a rename first."""
-    for name in locust_hooks.USED_LOCUST_NAMES:
-        if not name.startswith("locust."):
-            continue
-        module_name, _, attribute = name.rpartition(".")
-        while module_name not in sys.modules:
-            try:
-                target = importlib.import_module(module_name)
-                break
-            except ImportError:
-                module_name, _, outer = module_name.rpartition(".")
-                attribute = f"{outer}.{attribute}"
-        else:
-            target = sys.modules[module_name]
-        for part in attribute.split("."):
-            target = getattr(target, part)
-        assert target is not None, name
+    done = python(
+        "import importlib, sys\n"
+        "from upper.loadtest.locust_hooks import USED_LOCUST_NAMES\n"
+        "for name in USED_LOCUST_NAMES:\n"
+        "    if not name.startswith('locust.'):\n"
+        "        continue\n"
+        "    parts = name.split('.')\n"
+        "    for split in range(len(parts) - 1, 0, -1):\n"
+        "        try:\n"
+        "            target = importlib.import_module('.'.join(parts[:split]))\n"
+        "        except ImportError:\n"
+        "            continue\n"
+        "        break\n"
+        "    for part in parts[split:]:\n"
+        "        target = getattr(target, part)\n"
+        "    print(name)\n"
+    )
+    assert done.returncode == 0, done
+    assert "locust.stats.bucket_response_time" in done.stdout.split(), done
 
 
 def test_get_parser_fires_the_listener_and_its_parse_args_checks_the_host():

@@ -191,8 +191,10 @@ class UpperClient:
             raise ValueError(f"a line must end with its only newline, not {line[-20:]!r}")
         if line.startswith(KEYWORD) and ends_session(line):
             raise ValueError(_NO_REPLY)
-        duplex = self.connection
-        reply = duplex.round_trip(line)
+        duplex = self._duplex
+        if duplex is None:
+            duplex = self.connection  # raises NotConnected
+        reply = duplex.round_trip(line)  # raises NotConnected once closed
         self.elapsed = perf_counter() - duplex.sent_at
         return reply
 

@@ -32,7 +32,13 @@ from time import perf_counter
 
 from upper.client.cooperative import RECV_SIZE as LINE_RECV_SIZE
 from upper.client.cooperative import Cooperative, SendIncomplete
-from upper.client.errors import ConnectError, ConnectionLost, ReplyTimeout, UpperClientError
+from upper.client.errors import (
+    ConnectError,
+    ConnectionLost,
+    NotConnected,
+    ReplyTimeout,
+    UpperClientError,
+)
 from upper.client.tls import handshake_failure, session_failure, shutdown_write
 from upper.protocol.address import format_address
 
@@ -261,7 +267,8 @@ class Duplex:
         ``sent_at`` tells when the line left. Interrupted after the line was handed over
         (killed, ``gevent.Timeout``, Ctrl+C), it closes: the reply could still come and
         answer the next line."""
-        self.socket  # noqa: B018 (raises when closed)
+        if self._sock is None:
+            raise NotConnected(f"not connected to {self.address}: call connect() first")
         unsent = line
         cooperative = self._cooperative
         if cooperative is not None and not self.received:
@@ -348,8 +355,9 @@ class Duplex:
         sock = self.socket
         wanted = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
         self._watch(sock, wanted)
-        for fileobj in [f for f in self._watched if f is not sock and f != source]:
-            self._watch(fileobj, 0)
+        if len(self._watched) > 1:  # a source watched last time, and not now
+            for fileobj in [f for f in self._watched if f is not sock and f != source]:
+                self._watch(fileobj, 0)
         if source is not None:
             self._watch(source, selectors.EVENT_READ)
         readable = writable = source_ready = False
