@@ -68,7 +68,8 @@ _dying_with_the_parent = False
 def fine_bucket(response_time: float) -> float | int:
     """Locust's bucket for ``response_time`` (ms), but 0.01 ms wide below ``FINE_BELOW_MS``."""
     if response_time < FINE_BELOW_MS:
-        return round(response_time, 2)
+        # Not round(x, 2): a third of Locust's whole log() per request more (timeit).
+        return int(response_time * 100.0 + 0.5) / 100
     return _locust_bucket(response_time)
 
 
