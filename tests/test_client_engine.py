@@ -167,6 +167,26 @@ def test_a_reply_to_no_line_ends_the_window():
         assert not client.connected
 
 
+class _EndlessReplyServer(CorrectServer):
+    mistake = "answers a line with bytes that never end"
+
+    def send_reply(self, conn, reply):
+        try:
+            while True:
+                conn.sendall(b"X" * 65536)
+        except OSError:
+            pass  # the client gave up
+
+
+def test_a_round_trip_holds_no_more_than_a_reply_can_be():
+    with _EndlessReplyServer() as wrong:
+        client = UpperClient(*wrong.address, TIMEOUT)
+        client.connect()
+        with pytest.raises(ConnectionLost, match="bytes without ending the reply"):
+            client.upper("hola" * 1000)  # 4000 bytes: a reply is at most 12000
+        assert not client.connected
+
+
 class _FarewellServer(CorrectServer):
     mistake = "answers DESCONEXION"
 

@@ -14,8 +14,10 @@ the socket, plain or TLS, and offers two ways of driving it:
   under its own deadline (the checker, ``stream()``), and can also watch one
   input source (a pipe) in the same wait.
 
-Both keep what they hold bounded: a round trip reads until the first newline,
-and a duplex exchange holds one chunk each way (TCP backpressure does the rest).
+Both keep what they hold bounded: a round trip holds at most what a correct
+reply to its line can be (``LONGEST_UPPERCASE`` times the line) before the
+reply's newline, and a duplex exchange holds one chunk each way (TCP
+backpressure does the rest).
 
 Every failure is worded in one place, ``failure()``, which also closes the
 connection: refused, unknown host, timeout, reset, early close, TLS errors.
@@ -30,8 +32,8 @@ import socket
 import ssl
 from time import perf_counter
 
+from upper.client.cooperative import LONGEST_UPPERCASE, Cooperative, SendIncomplete
 from upper.client.cooperative import RECV_SIZE as LINE_RECV_SIZE
-from upper.client.cooperative import Cooperative, SendIncomplete
 from upper.client.errors import (
     ConnectError,
     ConnectionLost,
@@ -229,8 +231,9 @@ class Duplex:
         except OSError as exc:  # TimeoutError included
             raise self.failure(exc) from None
 
-    def read_line(self) -> bytes:
-        """The next line received, without its newline (waits for it)."""
+    def read_line(self, limit: int | None = None) -> bytes:
+        """The next line received, without its newline (waits for it); with ``limit``,
+        ``ConnectionLost`` once more than ``limit`` bytes came without a newline."""
         received = self.received
         if not received:
             # The usual case, one reply per request: it arrives as one whole line.
@@ -241,7 +244,7 @@ class Duplex:
             if not chunk:
                 raise self.failure()
             received += chunk
-        end = self._read_through_newline()
+        end = self._read_through_newline(limit)
         line = bytes(received[:end])
         del received[: end + 1]
         return line
@@ -269,6 +272,9 @@ class Duplex:
         answer the next line."""
         if self._sock is None:
             raise NotConnected(f"not connected to {self.address}: call connect() first")
+        # What a correct server can send before the reply's newline: a server that sends
+        # more is not answering this line, and is not allowed to fill our memory.
+        limit = len(self.received) + LONGEST_UPPERCASE * len(line)
         unsent = line
         cooperative = self._cooperative
         if cooperative is not None and not self.received:
@@ -299,7 +305,7 @@ class Duplex:
         try:
             if unsent:
                 self.send_all(unsent)
-            return self.read_line() + b"\n"
+            return self.read_line(limit) + b"\n"
         except BaseException:
             self._out_of_step()
             raise
@@ -309,12 +315,19 @@ class Duplex:
             log.debug("round trip to %s interrupted: closing the connection", self.address)
             self.close()
 
-    def _read_through_newline(self) -> int:
-        """Read until ``received`` holds a newline and return where the first one is."""
+    def _read_through_newline(self, limit: int | None = None) -> int:
+        """Read until ``received`` holds a newline and return where the first one is
+        (``ConnectionLost`` once more than ``limit`` bytes came without one)."""
         received = self.received
         scanned = 0
         while (end := received.find(b"\n", scanned)) == -1:
             scanned = len(received)
+            if limit is not None and scanned > limit:
+                self.close()
+                raise ConnectionLost(
+                    f"server {self.address} sent {scanned} bytes without ending the reply "
+                    f"(a reply is at most {LONGEST_UPPERCASE} times as long as its line)"
+                )
             chunk = self.recv()
             if not chunk:
                 raise self.failure()
