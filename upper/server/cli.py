@@ -175,7 +175,8 @@ def tls_context(args):
     return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
-def make_server(listeners, args, ssl_context=None) -> UpperServer:
+def make_server(listeners, args, ssl_context=None, connection_class=None) -> UpperServer:
+    """The server the options describe; ``connection_class``: ``UpperServer``'s parameter."""
     return UpperServer(
         listeners,
         idle_timeout=args.idle_timeout,
@@ -190,6 +191,7 @@ def make_server(listeners, args, ssl_context=None) -> UpperServer:
         handshake_timeout=args.tls_handshake_timeout,
         # Counting lines costs a pass over every byte read: only when something reports them.
         count_traffic=bool(args.stats_interval or args.metrics_port),
+        connection_class=connection_class,
     )
 
 
