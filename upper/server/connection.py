@@ -74,6 +74,8 @@ from gevent import GreenletExit, getcurrent
 
 from upper.green import READ, WRITE, watch
 from upper.protocol import SessionState, UpperSession, fast_reply
+
+_LINE_START, _KEYWORD_ENDED = SessionState.LINE_START, SessionState.KEYWORD_ENDED
 from upper.protocol.address import format_address
 from upper.protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from upper.server.defaults import (
@@ -155,6 +157,29 @@ TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
 del A, S
 
 
+# The members as module names, for what runs per connection, per interrupt or per sweep:
+# on CPython 3.11 reading ``State.READING`` goes through ``EnumType.__getattr__``'s slot,
+# about 950 instructions under callgrind, where a module global costs about 60.
+STARTING = State.STARTING
+READING_PROXY_HEADER = State.READING_PROXY_HEADER
+HANDSHAKING = State.HANDSHAKING
+RUNNING = State.RUNNING
+READING = State.READING
+SENDING = State.SENDING
+DRAINING = State.DRAINING
+HIBERNATING = State.HIBERNATING
+CLOSED = State.CLOSED
+IGNORE = Action.IGNORE
+FINISH = Action.FINISH
+FINISH_AFTER_REPLY = Action.FINISH_AFTER_REPLY
+CLOSE_IDLE = Action.CLOSE_IDLE
+DROP = Action.DROP
+HIBERNATE = Action.HIBERNATE
+END_LINGER = Action.END_LINGER
+REJECT = Action.REJECT
+ABORT = Action.ABORT
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """The sweeper's limits, in seconds; ``idle`` 0 means no idle timeout."""
@@ -173,16 +198,16 @@ def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | N
     made progress (any byte in either direction; for ``DRAINING``, since our FIN;
     for ``READING_PROXY_HEADER``, since the accept; for ``HANDSHAKING``, since the accept
     or the PROXY header)."""
-    if state is State.READING_PROXY_HEADER:
+    if state is READING_PROXY_HEADER:
         return Interrupt.HEADER_TIMEOUT if quiet_for >= timeouts.proxy_header else None
-    if state is State.HANDSHAKING:
+    if state is HANDSHAKING:
         return Interrupt.HANDSHAKE_TIMEOUT if quiet_for >= timeouts.handshake else None
-    if state is State.DRAINING:
+    if state is DRAINING:
         return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
-    if state in (State.READING, State.SENDING, State.HIBERNATING):
+    if state in (READING, SENDING, HIBERNATING):
         if timeouts.idle and quiet_for >= timeouts.idle:
             return Interrupt.IDLE_TIMEOUT
-    if state is State.READING and quiet_for >= timeouts.hibernate_after:
+    if state is READING and quiet_for >= timeouts.hibernate_after:
         return Interrupt.HIBERNATE
     return None
 
@@ -202,29 +227,28 @@ class ThrownAction(Exception):
 
 
 S = State
-_SUCCESSORS: dict[State, frozenset[State]] = {
-    state: frozenset(successors)
-    for state, successors in {
-        S.STARTING: (S.RUNNING, S.HIBERNATING, S.CLOSED),
-        S.READING_PROXY_HEADER: (S.RUNNING, S.CLOSED),
-        S.HANDSHAKING: (S.RUNNING, S.CLOSED),
-        S.RUNNING: (
-            S.READING_PROXY_HEADER, S.HANDSHAKING, S.READING, S.SENDING, S.DRAINING, S.CLOSED
-        ),
-        S.READING: (S.RUNNING, S.SENDING, S.HIBERNATING, S.CLOSED),
-        S.SENDING: (S.RUNNING, S.READING, S.CLOSED),
-        S.DRAINING: (S.CLOSED,),
-        S.HIBERNATING: (S.RUNNING, S.CLOSED),
-        S.CLOSED: (),
-    }.items()
+_SUCCESSORS: dict[State, tuple[State, ...]] = {
+    S.STARTING: (S.RUNNING, S.HIBERNATING, S.CLOSED),
+    S.READING_PROXY_HEADER: (S.RUNNING, S.CLOSED),
+    S.HANDSHAKING: (S.RUNNING, S.CLOSED),
+    S.RUNNING: (S.READING_PROXY_HEADER, S.HANDSHAKING, S.READING, S.SENDING, S.DRAINING, S.CLOSED),
+    S.READING: (S.RUNNING, S.SENDING, S.HIBERNATING, S.CLOSED),
+    S.SENDING: (S.RUNNING, S.READING, S.CLOSED),
+    S.DRAINING: (S.CLOSED,),
+    S.HIBERNATING: (S.RUNNING, S.CLOSED),
+    S.CLOSED: (),
 }
 """The states each state may be followed by (``Connection._enter`` checks every change)."""
-del S
+for _state, _successors in _SUCCESSORS.items():
+    # Also on each member: an Enum's hash is a Python call, a tuple's ``in`` compares
+    # identities first, so _enter costs no hashing (several changes per connection).
+    _state.successors = _successors
+del S, _state, _successors
 
-_WITHOUT_A_WAITING_GREENLET = frozenset({State.STARTING, State.HIBERNATING, State.DRAINING})
+_WITHOUT_A_WAITING_GREENLET = (STARTING, HIBERNATING, DRAINING)
 """No greenlet is parked in a wait: an action is taken in the hub callback (or given a
 greenlet: ``Connection._apply``)."""
-_IN_THE_HUB = frozenset({Action.FINISH_AFTER_REPLY, Action.END_LINGER})
+_IN_THE_HUB = (FINISH_AFTER_REPLY, END_LINGER)
 """Actions that never need the greenlet."""
 
 
@@ -267,7 +291,7 @@ class Connection:
         self.server = server
         self.session = UpperSession()
         self.greenlet = None
-        self.state = State.STARTING
+        self.state = STARTING
         """Where the connection is (see the module); changed only by ``_enter``."""
         self.active_at = self.opened_at = server.loop.now()
         """When a byte last moved either way (``DRAINING``: when our FIN left), as far as
@@ -297,7 +321,7 @@ class Connection:
 
     def _enter(self, state: State) -> None:
         """Change ``state``, checked against ``_SUCCESSORS`` (staying where it is is no change)."""
-        if state is not self.state and state not in _SUCCESSORS[self.state]:
+        if state is not self.state and state not in self.state.successors:
             raise RuntimeError(f"{self.peer}: no transition from {self.state.name} to {state.name}")
         self.state = state
 
@@ -307,7 +331,7 @@ class Connection:
         if self.proxy_header is None and not self.opens_with_a_handshake:
             # Nothing to do before the first byte: wait for it as a hibernating connection
             # does, with no greenlet (``_wake`` gives it one), under the same idle timeout.
-            self._enter(State.HIBERNATING)
+            self._enter(HIBERNATING)
             self._watcher.start(self._wake)
         else:
             self.greenlet = gevent.spawn_raw(self._run, None, False)
@@ -324,14 +348,14 @@ class Connection:
         wait (thrown in as ``ThrownAction``), or in a greenlet given to a hibernating one."""
         state = self.state
         action = TRANSITIONS[state][interrupt]
-        if action is Action.IGNORE:
+        if action is IGNORE:
             return
-        if action in _IN_THE_HUB or (action is Action.ABORT and state in _WITHOUT_A_WAITING_GREENLET):
-            if state is State.STARTING and action is Action.ABORT:
+        if action in _IN_THE_HUB or (action is ABORT and state in _WITHOUT_A_WAITING_GREENLET):
+            if state is STARTING and action is ABORT:
                 # GreenletExit kills a greenlet that never ran without running it.
                 self.greenlet.throw(GreenletExit)
             self._act(action)
-        elif state is State.HIBERNATING:
+        elif state is HIBERNATING:
             self._watcher.stop()
             self._run_now(action, False)
         else:
@@ -344,31 +368,31 @@ class Connection:
         run in the hub callback (``_apply``); every other action runs in the connection's
         greenlet, and may itself be interrupted (``_run`` dispatches that action in turn).
         """
-        if action is Action.FINISH_AFTER_REPLY:
+        if action is FINISH_AFTER_REPLY:
             self.finish_pending = True  # read where the greenlet waited: STARTING, SENDING
-        elif action is Action.FINISH or action is Action.CLOSE_IDLE:
-            if action is Action.CLOSE_IDLE:
+        elif action is FINISH or action is CLOSE_IDLE:
+            if action is CLOSE_IDLE:
                 self.server.stats.idle_timeouts += 1
                 log.info("%s: closed after %ss idle", self.peer, self.server.idle_timeout)
-            self._enter(State.RUNNING)
+            self._enter(RUNNING)
             # Whatever the session still holds back was read: it gets its reply. The idle
             # clock restarts, so a client that does not read it is dropped in turn.
             self.active_at = self.server.loop.now()
             self._send_all(self.session.end_of_input())
             self._close_cleanly()
-        elif action is Action.DROP:
+        elif action is DROP:
             self.server.stats.idle_timeouts += 1
             log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
             self._release()
-        elif action is Action.HIBERNATE:
+        elif action is HIBERNATE:
             self._hibernate()
-        elif action is Action.REJECT:
+        elif action is REJECT:
             self._reject()
             self._release()
-        elif action is Action.END_LINGER:
+        elif action is END_LINGER:
             log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
             self._release()
-        elif action is Action.ABORT:
+        elif action is ABORT:
             log.info("%s: closed at the shutdown timeout", self.peer)
             self._release()
 
@@ -400,12 +424,15 @@ class Connection:
         """The greenlet's work: serve (``action`` None) or act; every action thrown in while
         it waits is dispatched by ``_act`` in turn."""
         self.greenlet = getcurrent()
-        self._enter(State.RUNNING)
+        self._enter(RUNNING)
         try:
             while True:
                 try:
                     if action is None:
-                        self._serve(input_ready)
+                        # Serve: open (a PROXY header; TLS: the handshake), answer, close.
+                        if self.proxy_header is None or self._read_proxy_header():
+                            self._answer(input_ready)
+                        self._close_cleanly()
                     else:
                         self._act(action)
                     break
@@ -423,11 +450,6 @@ class Connection:
             if self.greenlet is not None:
                 self._release()
 
-    def _serve(self, input_ready: bool) -> None:
-        if self.proxy_header is None or self._read_proxy_header():
-            self._answer(input_ready)
-        self._close_cleanly()
-
     def _socket_failed(self, exc: OSError) -> None:
         if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
             log.debug("%s: connection lost: %s", self.peer, exc)
@@ -437,13 +459,13 @@ class Connection:
 
     def _hibernate(self) -> None:
         self.greenlet = None
-        self._enter(State.HIBERNATING)
+        self._enter(HIBERNATING)
         watch(self._watcher, READ, self._wake)
 
     def _release(self) -> None:
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return
-        self._enter(State.CLOSED)
+        self._enter(CLOSED)
         self._watcher.stop()
         self._watcher.close()
         self.sock.close()
@@ -472,7 +494,7 @@ class Connection:
         """
         parser = self.proxy_header
         watch(self._watcher, READ, self.greenlet.switch)
-        self._enter(State.READING_PROXY_HEADER)
+        self._enter(READING_PROXY_HEADER)
         header = None
         try:
             while header is None:
@@ -484,7 +506,7 @@ class Connection:
             self.server.stats.proxy_rejected_invalid += 1
             log.info("%s: closed: %s", self.peer, exc)
             raise _Rejected from None
-        self._enter(State.RUNNING)
+        self._enter(RUNNING)
         self.proxy_header = None
         if header.source is not None:  # LOCAL and UNKNOWN: the socket's address stands
             self._peer = format_address(*header.source)
@@ -523,7 +545,7 @@ class Connection:
         send = self.sock.send
         fast_reply = self.fast_reply
         feed = session.feed_general
-        line_start, keyword_ended = SessionState.LINE_START, SessionState.KEYWORD_ENDED
+        line_start, keyword_ended = _LINE_START, _KEYWORD_ENDED
         # Only feeding changes it: a local, so the session is not looked at per message.
         fast = session.state is line_start
         decrypt, encrypt = self._decrypt, self._encrypt
@@ -533,7 +555,7 @@ class Connection:
         watch(self._watcher, READ, self.greenlet.switch)
         # The loop waits only in wait() (READING) and in _send_rest (SENDING, which puts
         # READING back): the state is set once, not twice per message.
-        self._enter(State.READING)
+        self._enter(READING)
         # finish_pending is set only while this greenlet waits in STARTING or SENDING
         # (TRANSITIONS), or by _decrypt: it is read before the loop, after _send_rest and
         # after _decrypt, not per read.
@@ -566,8 +588,8 @@ class Connection:
                 if not data:
                     continue
                 size = len(data)
-            # The fast path (upper.protocol.fast_reply) at a clean line start; the Python
-            # call costs about 2 % of a ping-pong message (docs/architecture.md).
+            # The fast path (upper.protocol.fast_reply) at a clean line start: one Python
+            # call (a bare one is about 370 instructions under callgrind: docs/performance.md).
             if fast and (reply := fast_reply(data)) is not None:
                 length = size
             else:
@@ -575,7 +597,7 @@ class Connection:
                 state = session.state
                 if state is keyword_ended:
                     stats.received(data)
-                    self._enter(State.RUNNING)
+                    self._enter(RUNNING)
                     self._send_all(reply)
                     return
                 fast = state is line_start
@@ -602,7 +624,7 @@ class Connection:
                     self._send_rest(wire, sent)
                     stats.sent(reply)
                     finishing = self.finish_pending
-        self._enter(State.RUNNING)
+        self._enter(RUNNING)
         self._send_all(session.end_of_input())
 
     def _send_all(self, data: bytes) -> None:
@@ -611,7 +633,7 @@ class Connection:
             self._send_rest(data if self._encrypt is None else self._encrypt(data), 0)
             self.server.stats.sent(data)
 
-    def _send_rest(self, data: bytes, sent: int, waiting: State = State.SENDING) -> None:
+    def _send_rest(self, data: bytes, sent: int, waiting: State = SENDING) -> None:
         """Send ``data[sent:]`` (bytes for the wire), parking this greenlet (only), in state
         ``waiting``, while the client is not reading; the state before is put back after.
 
@@ -623,7 +645,7 @@ class Connection:
         """
         view = memoryview(data)[sent:]
         wait = self.server.switch_to_hub
-        progress = waiting is State.SENDING
+        progress = waiting is SENDING
         before = None
         try:
             while view:
@@ -669,7 +691,7 @@ class Connection:
         # The peer needs a moment to read our FIN and answer it: wait first.
         watch(self._watcher, READ, self._drain)
         self.greenlet = None
-        self._enter(State.DRAINING)
+        self._enter(DRAINING)
 
     def _drain(self) -> None:
         """Input while ``DRAINING`` (a hub callback): discard it; close at the peer's EOF.
