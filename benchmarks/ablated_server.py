@@ -16,8 +16,8 @@ import sys
 from benchmarks.ablation import ABLATIONS, variant_class
 from upper.server.cli import announce, make_server, parse_args
 from upper.server.listener import ListenError, addresses_text, open_listeners
-from upper.server.serving import serve_until_signalled
 from upper.server.server import UpperServer
+from upper.server.serving import serve_until_signalled
 
 
 def main(argv: list[str] | None = None) -> int:

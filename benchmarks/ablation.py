@@ -85,7 +85,8 @@ def variant_class(names: list[str]) -> type[Connection]:
 def variant_command(names: list[str]) -> list[str]:
     """The command that runs the variant (``benchmarks.ablated_server``), with upper's options."""
     options = UPPER[UPPER.index("upper_server") + 1 :]
-    return [sys.executable, "-m", "benchmarks.ablated_server", "--ablate", ",".join(names), *options]
+    return [sys.executable, "-m", "benchmarks.ablated_server", "--ablate", ",".join(names),
+            *options]
 
 
 def variant_label(name: str) -> str:

@@ -17,8 +17,8 @@ import random
 import ssl
 
 import pytest
-
 from reference_model import expected_reply, session_ended
+
 from benchmarks.ablation import variant_class
 from upper.protocol import UpperSession
 from upper.server.connection import Connection, State

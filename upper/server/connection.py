@@ -74,8 +74,6 @@ from gevent import GreenletExit, getcurrent
 
 from upper.green import READ, WRITE, watch
 from upper.protocol import SessionState, UpperSession, fast_reply
-
-_LINE_START, _KEYWORD_ENDED = SessionState.LINE_START, SessionState.KEYWORD_ENDED
 from upper.protocol.address import format_address
 from upper.protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from upper.server.defaults import (
@@ -87,6 +85,8 @@ from upper.server.defaults import (
 )
 
 log = logging.getLogger(__name__)
+
+_LINE_START, _KEYWORD_ENDED = SessionState.LINE_START, SessionState.KEYWORD_ENDED
 
 
 class State(enum.Enum):

@@ -25,8 +25,8 @@ from gevent.event import Event
 from upper.green import switch_to_hub
 from upper.green.greenlets import ReusableGreenlets
 from upper.protocol.address import format_address
-from upper.server.acceptor import Acceptor
 from upper.server import defaults
+from upper.server.acceptor import Acceptor
 from upper.server.connection import Connection, Interrupt, Timeouts
 from upper.server.limits import default_max_connections
 from upper.server.memory import release_freed_memory

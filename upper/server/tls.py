@@ -33,7 +33,7 @@ business, logged at debug.
 import logging
 import ssl
 
-from upper.green import READ, WRITE, watch
+from upper.green import READ, watch
 from upper.server.connection import Connection, State, _Rejected
 from upper.server.defaults import RECV_SIZE
 
@@ -79,7 +79,8 @@ def server_context(cert: str, key: str | None = None, client_ca: str | None = No
             with open(path, "rb"):
                 pass
         except OSError as exc:
-            raise CertificateFilesError(f"{option} {path}: cannot read it: {_reason(exc)}") from None
+            why = f"{option} {path}: cannot read it: {_reason(exc)}"
+            raise CertificateFilesError(why) from None
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
