@@ -40,7 +40,27 @@ from upper.server.connection import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "TLSConnection", "TLSSetupError", "server_context"]
+__all__ = [
+    "DEFAULT_CIPHERS",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "TLSConnection",
+    "TLSSetupError",
+    "server_context",
+]
+
+DEFAULT_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+"""TLS 1.2's suites by default: Mozilla's "intermediate" profile, forward secret and AEAD
+only. The standard library's default list also offers CBC suites (LUCKY13, as testssl.sh
+reports); ``--tls-ciphers`` widens it. TLS 1.3's suites are all AEAD and not set here."""
 
 
 class TLSSetupError(Exception):
@@ -65,14 +85,26 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def server_context(cert: str, key: str | None = None, client_ca: str | None = None):
+def server_context(
+    cert: str,
+    key: str | None = None,
+    client_ca: str | None = None,
+    ciphers: str | None = None,
+):
     """The server's ``SSLContext``: the standard library's defaults for a server
-    (``create_default_context(Purpose.CLIENT_AUTH)``) with TLS 1.2 at least, the
-    certificate chain of ``cert`` (its key in ``key`` or in ``cert`` itself), and,
-    with ``client_ca``, client certificates required and verified against that CA.
+    (``create_default_context(Purpose.CLIENT_AUTH)``) with TLS 1.2 at least, TLS 1.2's
+    suites from ``ciphers`` (OpenSSL's cipher-list syntax; ``DEFAULT_CIPHERS`` when
+    None), the certificate chain of ``cert`` (its key in ``key`` or in ``cert`` itself),
+    and, with ``client_ca``, client certificates required and verified against that CA.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.set_ciphers(DEFAULT_CIPHERS if ciphers is None else ciphers)
+    except ssl.SSLError:
+        raise TLSSetupError(
+            f"--tls-ciphers {ciphers!r}: OpenSSL selects no cipher suite from it"
+        ) from None
     for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path is None:
             continue
