@@ -143,11 +143,6 @@ def test_the_ready_line_still_comes_from_a_server_that_binds(start_server):
     assert server.port > 0
 
 
-def test_a_missing_tool_fails_the_test_naming_the_package():
-    with pytest.raises(pytest.fail.Exception, match="apt-get install no-such-package"):
-        require_tool("no-such-tool-for-upper", package="no-such-package")
-
-
 # -- the shipped units -------------------------------------------------------------------
 
 DEPLOY = Path(__file__).resolve().parent.parent / "docs" / "deploy"
