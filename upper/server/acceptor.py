@@ -93,6 +93,8 @@ class Acceptor:
         self.state = Accepting.IDLE
         self._watcher = None
         self._timer = None
+        self._spent_timer = None
+        """The timer that last fired: gevent still uses it after its callback returns."""
         self._retry_delay = 0.0
         self._failing = False
         """Accepting failed since the last success: "accepting again" is logged when it clears."""
@@ -154,9 +156,17 @@ class Acceptor:
             return
         if self._watcher is not None:
             self._watcher.stop()
+        if self._spent_timer is not None:
+            self._spent_timer.close()
+            self._spent_timer = None
         if state is Accepting.PAUSED:
             self._timer = self.loop.timer(self._retry_delay)
-            self._timer.start(self.resume)
+            self._timer.start(self._retry)
+
+    def _retry(self) -> None:
+        """The back-off timer fired: accept again."""
+        self._spent_timer, self._timer = self._timer, None
+        self.resume()
 
     # -- accepting ------------------------------------------------------------
 
