@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 
+from upper.i18n import _
 from upper.protocol.address import DEFAULT_HOST, DEFAULT_PORT
 
 HOST_VARIABLE = "UPPER_HOST"
@@ -73,6 +74,29 @@ def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowe
         parser.error(f"{source}: {exc}")
 
 
+def resolve_client_address(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    """The client side's ``--host`` (the CLI's, the checker's): ``HOST`` with ``--port``, or
+    ``HOST:PORT``, ``[::1]:5000``, ``tcp://HOST:PORT``, ``tls://HOST:PORT`` (which turns
+    on ``--tls``), as Locust's ``--host`` takes them; then the port is checked."""
+    from upper.client.url import AddressError, parse_endpoint  # the one address syntax
+
+    text = args.host
+    try:
+        endpoint = parse_endpoint(text, port_required=False)
+    except AddressError as exc:
+        parser.error(_("argument --host: {text!r}: {reason}").format(text=text, reason=exc))
+    args.host = endpoint.host
+    if endpoint.port is not None:
+        if args.port is not None:
+            parser.error(_("argument --host: it already has a port; leave out --port"))
+        args.port = str(endpoint.port)
+    if endpoint.tls:
+        args.tls = True
+    resolve_port(parser, args, lowest=1)
+
+
 def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: float) -> None:
     """The server's ``--tls-*`` options (checked by ``check_server_tls_options``);
     ``handshake_timeout`` is the default of ``--tls-handshake-timeout``."""
@@ -87,6 +111,14 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
         help="require client certificates signed by this CA (mutual TLS)",
     )
     group.add_argument(
+        "--tls-ciphers",
+        metavar="LIST",
+        help=_(
+            "TLS 1.2 cipher suites, in OpenSSL's cipher-list syntax (default: ECDHE with "
+            "AES-GCM or ChaCha20-Poly1305 only; TLS 1.3's suites are always offered)"
+        ),
+    )
+    group.add_argument(
         "--tls-handshake-timeout",
         type=number(float, above=True, what="timeout"),
         default=handshake_timeout,
@@ -96,7 +128,7 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
 
 
 def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for option in ("tls_key", "tls_client_ca"):
+    for option in ("tls_key", "tls_client_ca", "tls_ciphers"):
         if getattr(args, option) and not args.tls_cert:
             parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
 
