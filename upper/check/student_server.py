@@ -157,9 +157,9 @@ class StudentServer:
                 )
             except OSError as exc:
                 raise StartFailed(
-                    _("cannot run {command!r} in {cwd}: {error}").format(
-                        command=with_port(self.command, self.port), cwd=self.cwd or os.getcwd(),
-                        error=exc.strerror or exc,
+                    _("cannot run {command} in {cwd}: {error}").format(
+                        command=repr(with_port(self.command, self.port)),
+                        cwd=self.cwd or os.getcwd(), error=exc.strerror or exc,
                     ), [],
                 ) from None
         self._wait_until_listening(timeout)
@@ -171,8 +171,8 @@ class StudentServer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StartFailed(
-                    _("nothing accepted connections on {address} within {seconds:g}s").format(
-                        address=self.address, seconds=timeout
+                    _("nothing accepted connections on {address} within {seconds}s").format(
+                        address=self.address, seconds=f"{timeout:g}"
                     ),
                     self.output_tail(),
                 )
