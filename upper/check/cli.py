@@ -6,7 +6,6 @@ Exit status: 0 every check passed, 1 some check failed or was not run,
 
 import argparse
 import sys
-import textwrap
 import time
 
 from upper.check.checks import CHECKS
@@ -15,47 +14,70 @@ from upper.check.report import TextReport, json_document
 from upper.check.runner import preflight, run_checks, select_checks
 from upper.check.target import Target
 from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
+from upper.cli.parser import (
+    CommandLine,
+    choose_language,
+    fill,
+    interrupted_status,
+    invoked_as,
+    usage_error_status,
+)
 from upper.client.tls import TLSSetupError, client_context_from
+from upper.i18n import _, translated
 from upper.protocol.address import AddressError, parse_address
 
-PROG = "upper-check"
+SCRIPT = "upper-check"
 EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
+def prog() -> str:
+    return invoked_as(SCRIPT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    description = (
-        "Check that the server at an address speaks the UPPER protocol (docs/protocol.md): "
-        "the classroom's 'hola servidor' and 'DESCONEXION' first, then one check per rule, "
-        "each on a new connection."
-    )
-    checks = "checks: " + ", ".join(c.name for c in CHECKS)
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=textwrap.fill(description, 79),
-        epilog=textwrap.fill(checks, 79, break_on_hyphens=False),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    checks = _("checks: {names}").format(names=", ".join(c.name for c in CHECKS))
+    parser = CommandLine(
+        prog=prog(),
+        description=_(
+            "Check that the server at an address speaks the UPPER protocol (docs/protocol.md): "
+            "the classroom's 'hola servidor' and 'DESCONEXION' first, then one check per rule, "
+            "each on a new connection."
+        ),
+        epilog=fill(checks),
+        exit_statuses=[
+            (EXIT_PASSED, _("every check passed")),
+            (EXIT_FAILED, _("some check failed or was not run")),
+            usage_error_status(_("usage error, or nothing listening at the address")),
+            interrupted_status(),
+        ],
     )
     add_address_options(
-        parser, host_help="server address; HOST:PORT also works", port_help="server port"
+        parser, host_help=_("server address; HOST:PORT also works"), port_help=_("server port")
     )
     parser.add_argument(
         "--timeout",
-        type=number(float, minimum=0, above=True, what="timeout"),
+        type=number(float, minimum=0, above=True, what=_("timeout")),
         default=5.0,
-        help="seconds to wait for each reply or close before calling the server late "
-        "(default: %(default)s)",
+        help=_("seconds to wait for each reply or close before calling the server late "
+               "(default: %(default)s)"),
     )
     parser.add_argument(
-        "--only", nargs="+", metavar="NAME", help="run only these checks (names as listed below)"
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help=_("run only these checks (names as listed below)"),
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the results as one JSON document"
+        "--json",
+        action="store_true",
+        help=_("print the results as one JSON document (in English whatever the language)"),
     )
     add_client_tls_options(parser)
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    choose_language(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     _split_host_port(parser, args)
@@ -63,7 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         args.checks = select_checks(args.only)
     except KeyError as unknown:
-        parser.error(f"argument --only: no check named {unknown.args[0]!r} (see --help)")
+        parser.error(
+            _("argument --only: no check named {name}").format(name=repr(unknown.args[0]))
+        )
     return args
 
 
@@ -75,9 +99,11 @@ def _split_host_port(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     try:
         args.host, port = parse_address(host)
     except AddressError as exc:
-        parser.error(f"argument --host: {host!r}: {exc}")
+        parser.error(
+            _("argument --host: {host}: {reason}").format(host=repr(host), reason=translated(exc))
+        )
     if args.port is not None:
-        parser.error("argument --host: it already has a port; leave out --port")
+        parser.error(_("argument --host: it already has a port; leave out --port"))
     args.port = str(port)
 
 
@@ -86,13 +112,13 @@ def main(argv=None) -> int:
     try:
         ssl_context = client_context_from(args, warn=warn)
     except TLSSetupError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_UNUSABLE
     target = Target(args.host, args.port, args.timeout, ssl_context)
     try:
         preflight(target)
     except ServerGone as gone:
-        print(f"{PROG}: error: {gone}", file=sys.stderr)
+        print(error_line(gone), file=sys.stderr)
         return EXIT_UNUSABLE
     started = time.monotonic()
     if args.json:
@@ -106,8 +132,15 @@ def main(argv=None) -> int:
     return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
 
 
+def error_line(error) -> str:
+    return _("{prog}: error: {message}").format(prog=prog(), message=translated(error))
+
+
 def warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    print(
+        _("{prog}: warning: {message}").format(prog=prog(), message=translated(message)),
+        file=sys.stderr,
+    )
 
 
 def run() -> None:
