@@ -25,6 +25,7 @@ from upper.client.errors import (
 )
 from upper.client.pipeline import PipelinedExchange
 from upper.client.tls import handshake_failure, session_failure
+from upper.i18n import Message
 from upper.protocol import KEYWORD, decode_text, encode_text, ends_session
 from upper.protocol.address import DEFAULT_HOST, DEFAULT_PORT, format_address
 
@@ -96,22 +97,27 @@ class UpperClient:
 
     def connect(self) -> None:
         if self._sock is not None:
-            raise ConnectError(f"already connected to {self.address}")
+            raise ConnectError(Message("already connected to {address}", address=self.address))
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except socket.gaierror as exc:
-            raise ConnectError(f"unknown host {self.host!r}: {exc.strerror}") from None
+            raise ConnectError(
+                Message("unknown host {host}: {reason}", host=repr(self.host), reason=exc.strerror)
+            ) from None
         except TimeoutError:
             raise ConnectError(
-                f"could not connect to {self.address}: timed out after {self.timeout}s"
+                Message(
+                    "could not connect to {address}: timed out after {seconds}s",
+                    address=self.address, seconds=self.timeout,
+                )
             ) from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno == errno.ECONNREFUSED:
-                reason = "connection refused (is the server running?)"
-            raise ConnectError(f"could not connect to {self.address}: {reason}") from None
+                reason = Message("connection refused (is the server running?)")
+            raise ConnectError(_could_not_connect(self.address, reason)) from None
         except (OverflowError, ValueError) as exc:
-            raise ConnectError(f"could not connect to {self.address}: {exc}") from None
+            raise ConnectError(_could_not_connect(self.address, exc)) from None
         # Each line is a small write: without this, Nagle holds it back behind the last reply's ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
@@ -169,13 +175,19 @@ class UpperClient:
             # which can come just after the close that looked like the answer.
             if error := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 raise ConnectionLost(
-                    f"server {self.address} closed the connection before DESCONEXION "
-                    f"(then reset it: {os.strerror(error)})"
+                    Message(
+                        "server {address} closed the connection before DESCONEXION "
+                        "(then reset it: {reason})",
+                        address=self.address, reason=os.strerror(error),
+                    )
                 )
         except ReplyTimeout:
             raise ReplyTimeout(
-                f"server {self.address} did not close the connection within "
-                f"{self.timeout}s after DESCONEXION"
+                Message(
+                    "server {address} did not close the connection within "
+                    "{seconds}s after DESCONEXION",
+                    address=self.address, seconds=self.timeout,
+                )
             ) from None
         finally:
             self.close()
@@ -395,14 +407,38 @@ class UpperClient:
         """
         self.close()
         if isinstance(cause, TimeoutError):
-            doing = "sending to" if sending else "waiting for"
-            return ReplyTimeout(f"timed out after {self.timeout}s {doing} {self.address}")
+            if sending:
+                message = Message(
+                    "timed out after {seconds}s sending to {address}",
+                    seconds=self.timeout, address=self.address,
+                )
+            else:
+                message = Message(
+                    "timed out after {seconds}s waiting for {address}",
+                    seconds=self.timeout, address=self.address,
+                )
+            return ReplyTimeout(message)
         if cause is None:
-            detail = f" with {unanswered} line(s) unanswered" if unanswered > 0 else ""
-            return ConnectionLost(f"server {self.address} closed the connection{detail}")
-        during = " while sending" if sending else ""
+            if unanswered > 0:
+                return ConnectionLost(
+                    Message(
+                        "server {address} closed the connection with {count} line(s) unanswered",
+                        address=self.address, count=unanswered,
+                    )
+                )
+            return ConnectionLost(
+                Message("server {address} closed the connection", address=self.address)
+            )
         reason = session_failure(cause) or cause.strerror or cause
-        return ConnectionLost(f"connection to {self.address} lost{during}: {reason}")
+        if sending:
+            message = Message(
+                "connection to {address} lost while sending: {reason}",
+                address=self.address, reason=reason,
+            )
+        else:
+            message = Message("connection to {address} lost: {reason}", address=self.address,
+                              reason=reason)
+        return ConnectionLost(message)
 
     def _read_line(self) -> bytes:
         buffer = self._buffer
@@ -431,3 +467,7 @@ class UpperClient:
                 raise self._broken()
             buffer += chunk
         return end
+
+
+def _could_not_connect(address: str, reason) -> Message:
+    return Message("could not connect to {address}: {reason}", address=address, reason=reason)
