@@ -525,3 +525,39 @@ def test_the_airplay_clause_is_translated():
     assert result.returncode == 1, result
     (line,) = result.stderr.splitlines()
     assert "ya está en uso; en macOS el receptor AirPlay suele ocupar el puerto 5000" in line, line
+
+
+# -- the build compiles the catalogs into a wheel ------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_a_wheel_carries_the_compiled_catalogs(tmp_path):
+    """pip builds the wheel as users get it (its build requirements, Babel among them, in an
+    isolated environment); unpacked and imported without site-packages, it speaks Spanish."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path),
+         str(ROOT)],
+        capture_output=True, text=True, timeout=280,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("upper-*.whl")
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "unpacked")
+    for domain in ("upper", "argparse"):
+        assert f"upper/locale/es/LC_MESSAGES/{domain}.mo" in names, sorted(names)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from upper import i18n\n"
+        "assert i18n.__file__.startswith(sys.argv[1]), i18n.__file__\n"
+        "print(i18n.use('es'), i18n._('connection closed'))"
+    )
+    # -S: no site-packages, so neither the editable install nor anything else is imported.
+    shown = subprocess.run(
+        [sys.executable, "-S", "-c", probe, str(tmp_path / "unpacked")],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "True conexión cerrada\n"
