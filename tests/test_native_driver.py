@@ -7,8 +7,10 @@ servers (no uppercase; a reset, extra data or no close at all after
 DESCONEXION) must be reported as errors of the right kind. No timing
 assertions: figures are the benchmark's business.
 
-The driver is compiled with the system C compiler: without one these tests
-fail (they do not skip), saying what to install.
+The driver is compiled with the system C compiler (and, for TLS, OpenSSL's
+headers): without them these tests fail under CI and skip elsewhere, saying what
+to install (``helpers.missing_debian_tool``); a build that fails for any other
+reason always fails.
 """
 
 from __future__ import annotations
@@ -21,19 +23,38 @@ import pytest
 
 from benchmarks import bench
 from benchmarks import driver as python_driver
-from benchmarks.native import NativeDriverUnavailable, driver_binary, load_driver
+from benchmarks.native import NativeDriverUnavailable, driver_binary, find_compiler, load_driver
 from benchmarks.peers import PEERS
+from helpers import missing_debian_tool
 from upper.server.launcher import ServerProcess
 
 RUN_TIMEOUT = 60.0
 
 
-@pytest.fixture(scope="module")
-def binary():
+def build_driver(tls: bool):
+    """The driver, built; a missing compiler or OpenSSL header is a missing Debian tool."""
     try:
-        return driver_binary()
+        compiler = find_compiler()
+    except NativeDriverUnavailable as exc:
+        missing_debian_tool("a C compiler", "gcc", detail=str(exc))
+    if tls and not has_c_header(compiler, "openssl/ssl.h"):
+        missing_debian_tool("OpenSSL's headers", "libssl-dev")
+    try:
+        return driver_binary(tls=tls)
     except NativeDriverUnavailable as exc:
         pytest.fail(f"the native load driver cannot be built: {exc}")
+
+
+def has_c_header(compiler: str, header: str) -> bool:
+    """Whether ``compiler`` finds ``header`` (as .ci/run checks before installing it)."""
+    run = subprocess.run([compiler, "-E", "-"], input=f"#include <{header}>\n",
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    return run.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def binary():
+    return build_driver(tls=False)
 
 
 def drive(binary, port: int, *args: str, expect_exit: int = 0) -> tuple[dict, list[dict]]:
@@ -214,7 +235,7 @@ def test_without_a_compiler_the_python_driver_is_the_labelled_fallback(monkeypat
     assert chosen.command[1:] == ("-m", "benchmarks.driver")
 
 
-def test_bench_end_to_end_with_the_native_driver(tmp_path):
+def test_bench_end_to_end_with_the_native_driver(binary, tmp_path):
     output = tmp_path / "results"
     assert bench.main(["--runs", "1", "--loads", "pingpong", "--servers", "gevent-lean",
                        "--scale", "0.25", "--output", str(output)]) == 0
@@ -272,10 +293,7 @@ def test_the_instructions_tool_counts_self_cost_not_call_cost(tmp_path):
 
 @pytest.fixture(scope="module")
 def tls_binary():
-    try:
-        return driver_binary(tls=True)
-    except NativeDriverUnavailable as exc:
-        pytest.fail(f"the TLS load driver cannot be built: {exc}")
+    return build_driver(tls=True)
 
 
 TLS_SERVERS = {
@@ -314,3 +332,14 @@ def test_tls_driver_refuses_a_server_its_ca_did_not_sign(tls_binary, certificate
         )  # fmt: skip
     assert result["error_kinds"].get("tls_handshake", 0) > 0, result
     assert result["messages"] == 0
+
+
+def test_without_a_compiler_these_tests_name_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing cached there
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs a C compiler: apt-get install gcc"):
+        build_driver(tls=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="needs a C compiler: apt-get install gcc"):
+        build_driver(tls=False)

@@ -137,8 +137,3 @@ def test_the_ready_line_still_comes_from_a_server_that_binds(start_server):
     # Without LISTEN_FDS nothing changes: the server binds its own socket.
     server: ServerProcess = start_server("--log-level", "warning")
     assert server.port > 0
-
-
-def test_a_missing_tool_fails_the_test_naming_the_package():
-    with pytest.raises(pytest.fail.Exception, match="apt-get install no-such-package"):
-        require_tool("no-such-tool-for-upper", package="no-such-package")
