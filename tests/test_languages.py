@@ -100,7 +100,7 @@ def test_every_message_has_a_spanish_translation():
         )
         if entry is None or not all(strings) or entry.fuzzy:
             missing.append(f"{where}: {msgid!r}")
-    assert not missing, "no Spanish msgstr in upper.po (docs/languages.md):\n" + "\n".join(missing)
+    assert not missing, "no Spanish msgstr in upper.po (docs/checking.md, Languages):\n" + "\n".join(missing)
 
 
 def test_the_catalog_has_no_stale_or_fuzzy_entries():
