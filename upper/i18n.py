@@ -17,7 +17,6 @@ time (``setup.py``); argparse's own messages ("usage:", "options:", its errors) 
 from the ``argparse`` domain's catalog there.
 """
 
-import argparse
 import gettext
 import os
 from pathlib import Path
@@ -122,6 +121,8 @@ def use(language: str) -> bool:
 
     False when that language's catalog is not installed (the messages stay English).
     """
+    import argparse  # only command lines choose a language: library users never load it
+
     global _translation, current
     if language == SOURCE_LANGUAGE or not catalog_path(language).exists():
         _translation = gettext.NullTranslations()
