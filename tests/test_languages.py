@@ -372,6 +372,22 @@ def test_the_client_says_in_spanish_that_nothing_listens():
     )
 
 
+@pytest.mark.parametrize(("unsent", "english", "spanish"), [
+    (["extra"], "1 message not sent", "1 mensaje sin enviar"),
+    (["extra", "more"], "2 messages not sent", "2 mensajes sin enviar"),
+])
+def test_the_clients_notice_counts_in_both_languages(server, unsent, english, spanish):
+    args = ["--port", str(server.port), "hola", "DESCONEXION", *unsent]
+    for env, ended, count in (
+        (ENGLISH, "DESCONEXION ended the session", english),
+        (SPANISH, "DESCONEXION terminó la sesión", spanish),
+    ):
+        result = python_m("upper_client", *args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "HOLA\n"
+        assert result.stderr == f"python -m upper_client: {ended}; {count}\n"
+
+
 def test_the_server_says_in_spanish_that_the_port_is_taken():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
