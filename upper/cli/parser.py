@@ -100,5 +100,5 @@ def usage_error_status(meaning: str | None = None) -> tuple[int, str]:
     return 2, meaning or _("usage error (a bad option or value)")
 
 
-def interrupted_status() -> tuple[int, str]:
-    return 130, _("interrupted (Ctrl+C)")
+def interrupted_status(meaning: str | None = None) -> tuple[int, str]:
+    return 130, meaning or _("interrupted (Ctrl+C)")

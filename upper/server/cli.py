@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             (1, _("cannot listen on the address, serve the metrics, or use the TLS files")),
             usage_error_status(_("usage error (a bad option or value, or --workers above 1 "
                                  "without fork())")),
-            interrupted_status(),
+            interrupted_status(_("interrupted (Ctrl+C) while starting, before serving")),
         ],
     )
     add_address_options(
