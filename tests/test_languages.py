@@ -356,6 +356,25 @@ def test_an_invalid_lang_is_a_usage_error_in_the_environment_language():
     ), result.stderr
 
 
+def test_a_missing_catalog_is_one_warning_and_english(tmp_path):
+    code = (
+        "import pathlib, sys\n"
+        "from upper import i18n\n"
+        "i18n.LOCALE_DIR = pathlib.Path(sys.argv.pop(1))  # an install without the catalogs\n"
+        "from upper.client.cli import run\n"
+        "run()"
+    )
+    result = run(sys.executable, "-c", code, str(tmp_path), "--lang", "es", "--port", "abc",
+                 env=ENGLISH)
+    assert result.returncode == 2
+    warning, error = result.stderr.splitlines()
+    assert warning == (
+        "upper-client: warning: the es catalog is not installed; messages stay in English "
+        "(reinstall upper)"
+    )
+    assert error.startswith("upper-client: error: argument --port: invalid port 'abc'"), error
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

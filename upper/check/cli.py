@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    choose_language(sys.argv[1:] if argv is None else list(argv))
+    choose_language(sys.argv[1:] if argv is None else list(argv), prog())
     parser = build_parser()
     args = parser.parse_args(argv)
     _split_host_port(parser, args)

@@ -49,13 +49,14 @@ def requested_language(argv: list[str]) -> str | None:
     return None
 
 
-def choose_language(argv: list[str]) -> str:
-    """Use ``--lang``'s language, or else the environment's; the language chosen."""
+def choose_language(argv: list[str], prog: str) -> str:
+    """Use ``--lang``'s language, or else the environment's; the language chosen.
+    ``prog`` names the command in the warning for a catalog that is not installed."""
     language = requested_language(argv) or i18n.language_from_environment()
     if not i18n.use(language):
         print(
             _("{prog}: warning: the {language} catalog is not installed; messages stay in "
-              "English (reinstall upper)").format(prog=invoked_as(i18n.DOMAIN), language=language),
+              "English (reinstall upper)").format(prog=prog, language=language),
             file=sys.stderr,
         )
     return i18n.current
