@@ -56,6 +56,12 @@ COUNTERS = (
         {"reason": "timeout"},
     ),
     ("upper_tls_handshake_failures", "TLS handshakes that failed", "failed_handshakes", {}),
+    (
+        "upper_tls_renegotiations_refused",
+        "TLS connections closed for asking to renegotiate",
+        "refused_renegotiations",
+        {},
+    ),
 )
 
 
