@@ -98,6 +98,14 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
         help=_("require client certificates signed by this CA (mutual TLS)"),
     )
     group.add_argument(
+        "--tls-ciphers",
+        metavar="LIST",
+        help=_(
+            "TLS 1.2 cipher suites, in OpenSSL's cipher-list syntax (default: ECDHE with "
+            "AES-GCM or ChaCha20-Poly1305 only; TLS 1.3's suites are always offered)"
+        ),
+    )
+    group.add_argument(
         "--tls-handshake-timeout",
         type=number(float, above=True, what=_("timeout")),
         default=handshake_timeout,
@@ -108,7 +116,7 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
 
 
 def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for option in ("tls_key", "tls_client_ca"):
+    for option in ("tls_key", "tls_client_ca", "tls_ciphers"):
         if getattr(args, option) and not args.tls_cert:
             shown = _("argument {option}").format(option="--" + option.replace("_", "-"))
             parser.error(_("{argument}: needs --tls-cert").format(argument=shown))

@@ -214,7 +214,7 @@ def tls_context(args):
     worker, and each reload, reads them again), or None; ``CertificateFilesError`` says why not."""
     if not args.tls_cert:
         return None
-    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_ciphers)
 
 
 def make_server(listeners, args, ssl_context=None, connection_class=None) -> UpperServer:
@@ -289,19 +289,20 @@ def serve(listeners, args, argv: list[str], ssl_context=None) -> int:
 
     command = worker_command(argv)
     on_worker_exit = metrics.worker_exited if args.metrics_port else lambda pid: None
+
+    def supervise(listeners, count: int, **run_options) -> int:
+        supervisor = Supervisor(listeners, count, command, args.shutdown_timeout, on_worker_exit)
+        if args.metrics_port:
+            metrics.report_workers(lambda: tuple(supervisor.workers))
+        return supervisor.run(**run_options)
+
     if args.workers > 1:
-        supervisor = Supervisor(
-            listeners, args.workers, command, args.shutdown_timeout, on_worker_exit
-        )
-        return supervisor.run(on_ready=ready)
+        return supervise(listeners, args.workers, on_ready=ready)
     handover = Handover(listeners, command) if can_fork() else None
     server = make_server(listeners, args, ssl_context)
     outcome = serve_until_signalled(server, ready, on_reload=handover)
     if outcome is Outcome.HANDED_OVER:
-        supervisor = Supervisor(
-            handover.listeners, 1, command, args.shutdown_timeout, on_worker_exit
-        )
-        return supervisor.run(adopt=handover.worker, pending=handover.pending)
+        return supervise(handover.listeners, 1, adopt=handover.worker, pending=handover.pending)
     if handover is not None:
         handover.wait_for_abandoned()
     return 0

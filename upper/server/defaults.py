@@ -15,6 +15,19 @@ PROXY_HEADER_TIMEOUT = 5.0
 """Seconds from the accept for a whole PROXY header (``--proxy-header-timeout``)."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a TLS connection gets, from the accept, to complete its handshake."""
+TLS_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+"""TLS 1.2's suites by default: Mozilla's "intermediate" profile, forward secret and AEAD
+only. The standard library's default list also offers CBC suites (LUCKY13, as testssl.sh
+reports); ``--tls-ciphers`` widens it. TLS 1.3's suites are all AEAD and not set here."""
 
 RECV_SIZE = 64 * 1024
 """The server's one receive buffer (under glibc's mmap threshold)."""

@@ -1,6 +1,6 @@
 """``UpperServer``: answers every line in uppercase, on one or more listening sockets.
 
-Each listening socket has a gevent ``StreamServer`` (``Acceptor``); every
+Each listening socket has an ``Acceptor`` (its accept loop); every
 connection they accept gets a ``Connection`` with its own greenlet while it is
 active. The server owns what is shared: the connection limit, the counters,
 one receive buffer, the sweeper, and the graceful shutdown.

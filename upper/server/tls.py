@@ -35,6 +35,7 @@ import ssl
 
 from upper.green import READ, watch
 from upper.i18n import Message
+from upper.server import defaults
 from upper.server.connection import Connection, State, _Rejected
 from upper.server.defaults import RECV_SIZE
 
@@ -65,14 +66,26 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def server_context(cert: str, key: str | None = None, client_ca: str | None = None):
+def server_context(
+    cert: str,
+    key: str | None = None,
+    client_ca: str | None = None,
+    ciphers: str | None = None,
+):
     """The server's ``SSLContext``: the standard library's defaults for a server
-    (``create_default_context(Purpose.CLIENT_AUTH)``) with TLS 1.2 at least, the
-    certificate chain of ``cert`` (its key in ``key`` or in ``cert`` itself), and,
-    with ``client_ca``, client certificates required and verified against that CA.
+    (``create_default_context(Purpose.CLIENT_AUTH)``) with TLS 1.2 at least, TLS 1.2's
+    suites from ``ciphers`` (OpenSSL's cipher-list syntax; ``defaults.TLS_CIPHERS`` when
+    None), the certificate chain of ``cert`` (its key in ``key`` or in ``cert`` itself),
+    and, with ``client_ca``, client certificates required and verified against that CA.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.set_ciphers(defaults.TLS_CIPHERS if ciphers is None else ciphers)
+    except ssl.SSLError:
+        raise CertificateFilesError(
+            f"--tls-ciphers {ciphers!r}: OpenSSL selects no cipher suite from it"
+        ) from None
     for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path is None:
             continue
