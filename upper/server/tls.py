@@ -84,7 +84,10 @@ def server_context(
         context.set_ciphers(defaults.TLS_CIPHERS if ciphers is None else ciphers)
     except ssl.SSLError:
         raise CertificateFilesError(
-            f"--tls-ciphers {ciphers!r}: OpenSSL selects no cipher suite from it"
+            Message(
+                "--tls-ciphers {ciphers}: OpenSSL selects no cipher suite from it",
+                ciphers=repr(ciphers),
+            )
         ) from None
     for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path is None:
