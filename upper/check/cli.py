@@ -13,7 +13,12 @@ from upper.check.outcome import ServerGone
 from upper.check.report import TextReport, json_document
 from upper.check.runner import preflight, run_checks, select_checks
 from upper.check.target import Target
-from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
+from upper.cli.options import (
+    add_address_options,
+    add_client_tls_options,
+    number,
+    resolve_client_address,
+)
 from upper.cli.parser import (
     CommandLine,
     choose_language,
@@ -22,9 +27,9 @@ from upper.cli.parser import (
     invoked_as,
     usage_error_status,
 )
+from upper.client.duplex import DEFAULT_TIMEOUT
 from upper.client.tls import TLSSetupError, client_context_from
 from upper.i18n import _, translated
-from upper.protocol.address import AddressError, parse_address
 
 SCRIPT = "upper-check"
 EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -52,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         ],
     )
     add_address_options(
-        parser, host_help=_("server address; HOST:PORT also works"), port_help=_("server port")
+        parser,
+        host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
+        port_help=_("server port"),
     )
     parser.add_argument(
         "--timeout",
         type=number(float, minimum=0, above=True, what=_("timeout")),
-        default=5.0,
+        default=DEFAULT_TIMEOUT,
         help=_("seconds to wait for each reply or close before calling the server late "
                "(default: %(default)s)"),
     )
@@ -80,8 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     choose_language(sys.argv[1:] if argv is None else list(argv), prog())
     parser = build_parser()
     args = parser.parse_args(argv)
-    _split_host_port(parser, args)
-    resolve_port(parser, args, lowest=1)
+    resolve_client_address(parser, args)
     try:
         args.checks = select_checks(args.only)
     except KeyError as unknown:
@@ -89,22 +95,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             _("argument --only: no check named {name}").format(name=repr(unknown.args[0]))
         )
     return args
-
-
-def _split_host_port(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``--host 10.0.0.7:5000`` or ``--host [::1]:5000``; a bare IPv6 address stays a host."""
-    host = args.host
-    if not (host.startswith("[") or host.count(":") == 1):
-        return
-    try:
-        args.host, port = parse_address(host)
-    except AddressError as exc:
-        parser.error(
-            _("argument --host: {host}: {reason}").format(host=repr(host), reason=translated(exc))
-        )
-    if args.port is not None:
-        parser.error(_("argument --host: it already has a port; leave out --port"))
-    args.port = str(port)
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,12 @@ import argparse
 import os
 import sys
 
-from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
+from upper.cli.options import (
+    add_address_options,
+    add_client_tls_options,
+    number,
+    resolve_client_address,
+)
 from upper.cli.parser import (
     CommandLine,
     choose_language,
@@ -13,6 +18,7 @@ from upper.cli.parser import (
     usage_error_status,
 )
 from upper.client.client import UpperClient
+from upper.client.duplex import DEFAULT_TIMEOUT, Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
@@ -40,11 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
             (141, _("the reader of the output went away (as in | head)")),
         ],
     )
-    add_address_options(parser, host_help=_("server address"), port_help=_("server port"))
+    add_address_options(
+        parser,
+        host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
+        port_help=_("server port"),
+    )
     parser.add_argument(
         "--timeout",
         type=number(float, minimum=0, above=True, what=_("timeout")),
-        default=5.0,
+        default=DEFAULT_TIMEOUT,
         help=_("seconds to wait for the server before giving up (default: %(default)s)"),
     )
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help=_("lines to send"))
@@ -56,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     choose_language(sys.argv[1:] if argv is None else list(argv), prog())
     parser = build_parser()
     args = parser.parse_args(argv)
-    resolve_port(parser, args, lowest=1)
+    resolve_client_address(parser, args)
     for message in args.messages:
         if "\n" in message:
             parser.error(
@@ -105,11 +115,8 @@ def interactive(client: UpperClient) -> int:
             address=client.address, key=key
         )
     )
-    watch = ServerWatch(
-        client._require_socket(),
-        lambda: server_gone_unattended(client, watch),
-        keep=client._buffer.extend,  # over TLS: bytes the watcher had to read to see a close
-    )
+    connection = client.connection
+    watch = ServerWatch(connection, lambda: server_gone_unattended(connection, watch))
     with watch:
         while True:
             try:
@@ -119,7 +126,7 @@ def interactive(client: UpperClient) -> int:
                 break
             except ServerGone:
                 print()
-                raise client._broken(watch.cause) from None
+                raise connection.failure(watch.cause) from None
             if ends_session(encode_text(line)):
                 break
             write_line(client.upper(line))
@@ -128,10 +135,10 @@ def interactive(client: UpperClient) -> int:
     return 0
 
 
-def server_gone_unattended(client: UpperClient, watch: ServerWatch) -> None:
+def server_gone_unattended(connection: Duplex, watch: ServerWatch) -> None:
     """The server went away and input() cannot be interrupted here: say so and end."""
     print(file=sys.stdout, flush=True)
-    print(error_line(client._broken(watch.cause)), file=sys.stderr, flush=True)
+    print(error_line(connection.failure(watch.cause)), file=sys.stderr, flush=True)
     os._exit(1)
 
 
