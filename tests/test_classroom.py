@@ -376,3 +376,56 @@ def test_junit_of_a_server_that_did_not_start_has_an_error_with_its_output(tmp_p
     start = next(case for case in suite if case.name == "start")
     [error] = start.result
     assert isinstance(error, Error) and "no encuentro config.ini" in error.text
+
+
+# -- in Spanish ---------------------------------------------------------------------------
+
+
+def test_a_spanish_user_reads_the_server_lines_in_spanish_and_json_stays_english():
+    spanish = clean_env(LANG="es_ES.UTF-8")
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        spanish.pop(name, None)
+    done = check("--start", student("falla_a_mitad.py"), "--cwd", str(STUDENTS),
+                 "--level", "basic", *QUICK, env=spanish)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "nivel basic: solo la prueba de clase (hola servidor, DESCONEXION)" in lines
+    assert "servidor: se cayó (estado de salida 1)" in lines
+    assert "servidor: ya había terminado (estado de salida 1)" in lines
+    assert "sus últimas líneas de salida:" in lines
+
+    json_run = check("--start", student("arranque_roto.py"), "--cwd", str(STUDENTS),
+                     "--level", "basic", "--json", *QUICK, env=spanish)
+    document = json.loads(json_run.stdout)
+    assert document["server"]["error"] == (
+        "did not start: the server exited before accepting connections (exit 3)"
+    )
+    assert {c["reason"] for c in document["checks"]} == {"the server did not start"}
+
+
+def test_a_spanish_teacher_reads_the_class_table_in_spanish(tmp_path):
+    spanish = clean_env(LANG="es_ES.UTF-8")
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        spanish.pop(name, None)
+    class_file = tmp_path / "clase.csv"
+    class_file.write_text(
+        "name,directory,command\n"
+        f"Ana,{STUDENTS},{student('primera_semana.py')}\n"
+        f"Beto,{STUDENTS},{student('arranque_roto.py')}\n"
+    )
+    out = tmp_path / "informes"
+    done = check("--class", str(class_file), "--out", str(out), "--level", "basic", *QUICK,
+                 env=spanish)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("estudiante  resultado") for line in lines), lines
+    assert any(line.startswith("Ana ") and "APROBADO" in line for line in lines), lines
+    assert any(line.startswith("Beto ") and "SUSPENSO" in line and "no arrancó: el servidor "
+               "terminó antes de aceptar conexiones (estado de salida 3)" in line
+               for line in lines), lines
+    assert "aprobados: 1 de 2 (nivel basic)" in lines
+    with open(out / "summary.csv", encoding="utf-8") as summary:
+        rows = list(csv.DictReader(summary))
+    assert rows[1]["error"] == (  # the CSV is read by programs: the same in every language
+        "did not start: the server exited before accepting connections (exit 3)"
+    )

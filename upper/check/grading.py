@@ -29,7 +29,7 @@ from upper.check.report import TextReport, json_document
 from upper.check.started import Launch, Run, not_started, run_started
 from upper.check.student_server import StartFailed, free_port, has_port_placeholder
 from upper.check.target import Target
-from upper.i18n import _, ngettext
+from upper.i18n import Message, _, ngettext, translated
 
 COLUMNS = ("name", "directory", "command")
 SUMMARY_FILE = "summary.csv"
@@ -126,7 +126,7 @@ def grade_student(student: Student, grading: Grading, out_dir: Path) -> Run:
     launch = Launch(student.command, str(student.directory), grading.start_timeout,
                     grading.stop_grace)
     if not student.directory.is_dir():
-        failed = StartFailed(_("no directory {path}").format(path=student.directory), [])
+        failed = StartFailed(Message("no directory {path}", path=str(student.directory)), [])
         return _written(student, not_started(launch, target, grading.checks, grading.level,
                                              failed), out_dir)
     run = run_started(launch, target, grading.checks, grading.level,
@@ -236,9 +236,9 @@ def summary_table(graded: list[tuple[Student, Run]], level: str) -> str:
         failed = row["failed_checks"].split()
         problems = [_shown_names(failed, student)] if failed else []
         if run.error:
-            problems.append(run.error)
+            problems.append(translated(run.error))
         if run.stop is not None and run.stop.how == "killed":
-            problems.append(run.stop.describe())
+            problems.append(translated(run.stop.describe()))
         rows.append((student.name, verdict, f"{row['checks_passed']}/{row['checks']}",
                      "; ".join(problems) or "-"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headings[:3])]

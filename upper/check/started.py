@@ -16,7 +16,7 @@ from upper.check.outcome import Result, Status
 from upper.check.runner import run_checks
 from upper.check.student_server import StartFailed, Stop, StudentServer, describe_exit
 from upper.check.target import Target
-from upper.i18n import _
+from upper.i18n import Message, _, translated
 
 EXIT_WAIT = 1.0
 """Seconds a server that failed a check has to exit on its own before it is stopped."""
@@ -59,25 +59,26 @@ class Run:
         )
 
     @property
-    def error(self) -> str | None:
+    def error(self) -> Message | None:
         """What went wrong with the server itself, in a few words (not the checks)."""
         if self.start_error is not None:
-            return _("did not start: {reason}").format(reason=self.start_error.reason)
+            return Message("did not start: {reason}", reason=self.start_error.reason)
         if self.exited_during_checks == 0:
-            return _("exited during the checks (exit 0)")
+            return Message("exited during the checks (exit 0)")
         if self.exited_during_checks is not None:
-            return _("crashed ({status})").format(status=describe_exit(self.exited_during_checks))
+            return Message("crashed ({status})", status=describe_exit(self.exited_during_checks))
         return None
 
     def server_lines(self) -> list[str]:
-        """What a report says about the server it started (nothing without ``--start``)."""
+        """What a report says about the server it started (nothing without ``--start``),
+        in the language in use."""
         if self.launch is None:
             return []
         lines = []
         if self.error is not None:
-            lines.append(_("server: {error}").format(error=self.error))
+            lines.append(_("server: {error}").format(error=translated(self.error)))
         if self.stop is not None:
-            lines.append(_("server: {stop}").format(stop=self.stop.describe()))
+            lines.append(_("server: {stop}").format(stop=translated(self.stop.describe())))
         if self.output:
             lines.append(_("its last lines of output:"))
             lines.extend(f"  | {line}" for line in self.output)
@@ -141,7 +142,7 @@ def not_started(
     launch: Launch, target: Target, checks: list[Check], level: str, failed: StartFailed
 ) -> Run:
     """The run of a server that never listened: every check not run, saying why."""
-    reason = _("the server did not start")
+    reason = Message("the server did not start")
     results = [
         Result(c.name, c.title, Status.NOT_RUN, reason=reason, section=c.section) for c in checks
     ]

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from upper.i18n import _
+from upper.i18n import Message
 from upper.protocol.address import format_address
 
 PORT_PLACEHOLDER = "{port}"
@@ -43,8 +43,9 @@ asked, had to be killed, or had exited before it was asked."""
 class StartFailed(Exception):
     """The server could not be run, exited before listening, or never listened.
 
-    ``reason`` is one line; ``output`` the program's last lines; ``exit_status``
-    the status it exited with, when it did.
+    ``reason`` is one line (a ``Message``: English in JSON, translated where shown);
+    ``output`` the program's last lines; ``exit_status`` the status it exited with,
+    when it did.
     """
 
     def __init__(self, reason: str, output: list[str], exit_status: int | None = None):
@@ -61,25 +62,25 @@ class Stop:
     how: str
     exit_status: int | None
 
-    def describe(self) -> str:
+    def describe(self) -> Message:
         if self.how == STOPPED:
-            return _("stopped on {signal}").format(signal=_stop_request())
+            return Message("stopped on {signal}", signal=_stop_request())
         if self.how == KILLED:
-            return _("did not stop on {signal} (killed)").format(signal=_stop_request())
-        return _("had already exited ({status})").format(status=describe_exit(self.exit_status))
+            return Message("did not stop on {signal} (killed)", signal=_stop_request())
+        return Message("had already exited ({status})", status=describe_exit(self.exit_status))
 
 
-def describe_exit(status: int | None) -> str:
+def describe_exit(status: int | None) -> Message:
     """``exit 1``, or ``killed by SIGSEGV`` for a status a signal gave."""
     if status is None:
-        return _("still running")
+        return Message("still running")
     if status < 0:
         try:
             name = signal.Signals(-status).name
         except ValueError:
             name = str(-status)
-        return _("killed by {signal}").format(signal=name)
-    return _("exit {status}").format(status=status)
+        return Message("killed by {signal}", signal=name)
+    return Message("exit {status}", status=status)
 
 
 def has_port_placeholder(command: str) -> bool:
@@ -100,7 +101,7 @@ def command_line(command: str, port: int, windows: bool | None = None) -> list[s
         return with_port(command, port)
     argv = [with_port(word, port) for word in shlex.split(command)]
     if not argv:
-        raise ValueError(_("the command is empty"))
+        raise ValueError(Message("the command is empty"))
     return argv
 
 
@@ -138,11 +139,12 @@ class StudentServer:
         try:
             argv = command_line(self.command, self.port)
         except ValueError as exc:
-            raise StartFailed(_("cannot read the command: {error}").format(error=exc), []) from None
+            raise StartFailed(Message("cannot read the command: {error}", error=exc.args[0]),
+                              []) from None
         if self._accepts_connections():
             raise StartFailed(
-                _("something already accepts connections on {address}: stop it, or put "
-                  "{{port}} in the command").format(address=self.address), [],
+                Message("something already accepts connections on {address}: stop it, or put "
+                        "{{port}} in the command", address=self.address), [],
             )
         if self._own_log:
             handle, name = tempfile.mkstemp(prefix="upper-check-", suffix=".log")
@@ -157,9 +159,10 @@ class StudentServer:
                 )
             except OSError as exc:
                 raise StartFailed(
-                    _("cannot run {command} in {cwd}: {error}").format(
+                    Message(
+                        "cannot run {command} in {cwd}: {error}",
                         command=repr(with_port(self.command, self.port)),
-                        cwd=self.cwd or os.getcwd(), error=exc.strerror or exc,
+                        cwd=self.cwd or os.getcwd(), error=exc.strerror or str(exc),
                     ), [],
                 ) from None
         self._wait_until_listening(timeout)
@@ -171,9 +174,8 @@ class StudentServer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StartFailed(
-                    _("nothing accepted connections on {address} within {seconds}s").format(
-                        address=self.address, seconds=f"{timeout:g}"
-                    ),
+                    Message("nothing accepted connections on {address} within {seconds}s",
+                            address=self.address, seconds=f"{timeout:g}"),
                     self.output_tail(),
                 )
             if not self._accepts_connections(min(remaining, 1.0)):
@@ -193,9 +195,8 @@ class StudentServer:
         status = self.exit_status()
         if status is not None:
             raise StartFailed(
-                _("the server exited before accepting connections ({status})").format(
-                    status=describe_exit(status)
-                ),
+                Message("the server exited before accepting connections ({status})",
+                        status=describe_exit(status)),
                 self.output_tail(),
                 status,
             )
