@@ -201,7 +201,7 @@ class Connection:
     reads_per_turn = 4
     """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the
     event loop run everything else. 4 x 64 KiB is well under a millisecond of work,
-    and costs a flooding client nothing measurable (see the README's fairness note)."""
+    and costs a flooding client nothing measurable (see docs/performance.md, Fairness)."""
     opens_with_a_handshake = False
     """A phase bounded by its own timeout from the accept (TLS) needs a greenlet at once."""
 
