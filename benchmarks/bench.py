@@ -52,7 +52,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.native import LoadDriver, NativeDriverUnavailable, driver_binary, load_driver
-from benchmarks.peers import PEERS, TLS_PEERS
+from benchmarks.peers import NATIVE_PEERS, PEERS, TLS_PEERS
 from upper.server.launcher import ServerFailedToStart, ServerProcess
 
 UPPER = [sys.executable, "-m", "upper_server", "--log-level", "warning"]
@@ -61,8 +61,11 @@ SERVERS: dict[str, list[str]] = {
     # Counting lines and bytes, as with --metrics-port; an hourly stats line never comes.
     "upper-counting": [*UPPER, "--stats-interval", "3600"],
     **PEERS,
+    **NATIVE_PEERS,
 }
-DEFAULT_SERVERS = ["upper", "upper-counting", "gevent-lean", "uvloop-protocol", "asyncio-protocol"]
+DEFAULT_SERVERS = [
+    "upper", "upper-counting", "gevent-lean", "uvloop-protocol", "asyncio-protocol", "c-epoll",
+]
 TLS_SERVERS = {"upper", "upper-counting", *TLS_PEERS}
 """The servers that take ``--tls-cert FILE --tls-key FILE``; the others skip TLS loads."""
 RATIO_BASES = ("uvloop-protocol", "gevent-lean")

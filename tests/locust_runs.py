@@ -8,13 +8,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import psutil
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -133,12 +133,6 @@ def start_locust(
 
 
 MARKER = "UPPER_LOCUST_TEST_RUN"
-
-
-def free_port() -> int:
-    """A port nothing listens on just now (a small race, but never a fixed port)."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
 
 
 def leftovers(marker: str) -> list[psutil.Process]:

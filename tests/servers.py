@@ -5,7 +5,8 @@ Both listen on 127.0.0.1 port 0 and are always stopped, with timeouts everywhere
 """
 
 import threading
-import time
+
+from helpers import eventually
 
 from upper.server.launcher import STARTUP_TIMEOUT, ServerProcess
 
@@ -82,12 +83,7 @@ class ThreadedServer:
 
     def wait_until(self, predicate, timeout: float = 10.0) -> bool:
         """Poll ``predicate(server)`` until true or ``timeout``; for eventually-true counters."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.server):
-                return True
-            time.sleep(0.01)
-        return predicate(self.server)
+        return eventually(lambda: predicate(self.server), timeout, interval=0.01)
 
     def __enter__(self) -> "ThreadedServer":
         return self.start()

@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+from helpers import free_port
 from wrong_servers import (
     AsciiUpperServer,
     CorrectServer,
@@ -226,9 +227,7 @@ def test_exit_0_and_a_summary_against_the_project_server(server):
 
 
 def test_nothing_listening_is_exit_2_with_one_line():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    port = free_port()  # nothing listens there
     done = run_cli("--port", str(port), "--timeout", "2")
     assert done.returncode == 2
     assert done.stdout == ""

@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from helpers import clean_env
+from helpers import clean_env, free_port
 from reference_model import KEYWORD, expected_reply, upper_line
 from servers import ServerProcess
 
@@ -69,13 +69,6 @@ def assert_one_error_line(stderr: bytes, *mentions: str) -> None:
     assert lines[0].startswith("upper_client: error:"), text
     for mention in mentions:
         assert mention in lines[0], text
-
-
-def unused_port() -> int:
-    """A port where nothing listens: bound, then closed."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- Scripted fake servers -------------------------------------------------------------------
@@ -583,7 +576,7 @@ def test_the_prompt_names_the_end_of_input_key_of_the_platform(monkeypatch, plat
 
 
 def test_interactive_connection_refused(terminal):
-    port = unused_port()
+    port = free_port()
     term = terminal(port)
     code, shown, stderr = term.finish()
     assert code != 0
@@ -798,7 +791,7 @@ MODES = {
 
 @pytest.mark.parametrize("mode", MODES)
 def test_connection_refused(mode):
-    port = unused_port()
+    port = free_port()
     result = run_client(port, *MODES[mode].get("args", ()), input=MODES[mode].get("input"))
     assert result.returncode != 0
     assert result.stdout == b""
@@ -971,6 +964,6 @@ def test_tls_client_certificate_for_mutual_tls(mutual_tls_server, certificates):
 @pytest.mark.parametrize("option", ["--cafile", "--cert"])
 def test_tls_unreadable_file_is_one_line(tmp_path, option):
     missing = str(tmp_path / "missing.pem")
-    result = run_client(unused_port(), option, missing, "hola")
+    result = run_client(free_port(), option, missing, "hola")
     assert result.returncode == 1
     assert_one_error_line(result.stderr, "missing.pem")

@@ -14,12 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from benchmarks import driver
-from benchmarks.peers import PEERS
+from benchmarks.peers import NATIVE_PEERS, PEERS
 from upper.protocol import uppercase
 from upper.server.launcher import ServerProcess
 
@@ -181,3 +182,77 @@ def test_driver_counts_errors_against_a_wrong_server():
         )
         assert r["messages"] == 0 and r["connections"] == 0, r
         assert r["errors"] > 0 and "mismatch" in r["error_kinds"], r
+
+
+# -- the machine's floor: c_epoll.c (ASCII only, by design) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def c_epoll():
+    with start(NATIVE_PEERS["c-epoll"]) as server:
+        yield server
+
+
+def test_c_epoll_answers_ascii_lines_and_passes_other_bytes(c_epoll):
+    with connect(c_epoll.port) as s:
+        s.sendall(b"hola servidor\nhola\r\nabc\xff\n\n")
+        assert recv_exactly(s, 26) == b"HOLA SERVIDOR\nHOLA\r\nABC\xff\n\n"
+
+
+def test_c_epoll_streams_and_holds_only_a_possible_keyword(c_epoll):
+    with connect(c_epoll.port) as s:
+        s.sendall(b"hola")
+        assert recv_exactly(s, 4) == b"HOLA"
+        s.sendall(b" mundo\nDESCON")  # the line start could still become the keyword
+        assert recv_exactly(s, 7) == b" MUNDO\n"
+        s.sendall(b"EXIONES\n")
+        assert recv_exactly(s, 14) == b"DESCONEXIONES\n"
+
+
+@pytest.mark.parametrize(
+    "pieces, answered",
+    [
+        ([b"a\nb\nDESCONEXION\nc\n"], b"A\nB\n"),
+        ([b"a\nDESC", b"ONEX", b"ION\r", b"\nc\n"], b"A\n"),
+        ([b"desconexion\nDESCONEXION\n"], b"DESCONEXION\n"),
+    ],
+    ids=["one-write", "split", "lowercase-first"],
+)
+def test_c_epoll_ends_the_session_on_the_keyword_line(c_epoll, pieces, answered):
+    with connect(c_epoll.port) as s:
+        for piece in pieces:
+            s.sendall(piece)
+        assert recv_all(s) == answered
+
+
+def test_c_epoll_answers_the_last_line_at_eof(c_epoll):
+    with connect(c_epoll.port) as s:
+        s.sendall(b"x\ny")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b"X\nY"
+
+
+def test_c_epoll_holds_replies_for_a_client_that_does_not_read(c_epoll):
+    """Backpressure: 8 MiB sent before reading anything all come back, in order."""
+    block = b"abcdefghijklmnopqrstuvwxyz012345678\n" * 1024
+    with connect(c_epoll.port) as s:
+        sender = threading.Thread(target=lambda: s.sendall(block * 228), daemon=True)
+        sender.start()
+        got = recv_exactly(s, len(block) * 228)
+        sender.join(TIMEOUT)
+    assert got == block.upper() * 228
+
+
+def test_c_epoll_under_the_driver(c_epoll):
+    for kwargs in ({"mode": "pingpong", "connections": 20},
+                   {"mode": "churn", "connections": 10, "messages_per_connection": 3}):
+        r = driver.run(port=c_epoll.port, duration=0.5, warmup=0.1, **kwargs)
+        assert r["errors"] == 0 and r["messages"] > 0, r
+
+
+def test_c_epoll_exits_zero_on_sigterm():
+    with start(NATIVE_PEERS["c-epoll"]) as server:
+        with connect(server.port) as s:
+            s.sendall(b"x\n")
+            assert recv_exactly(s, 2) == b"X\n"
+            assert server.stop_and_collect(signal.SIGTERM, timeout=5)[::2] == (0, "")

@@ -84,36 +84,49 @@ def driver_binary(tls: bool = False) -> Path:
     With ``tls``, the build that speaks TLS (``--tls``), linked with OpenSSL;
     ``NativeDriverUnavailable`` says how to install OpenSSL's headers if they are missing.
     """
+    name = "upper-driver-tls" if tls else "upper-driver"
+    try:
+        return build_binary(
+            SOURCE, name, CFLAGS + (TLS_CFLAGS if tls else ()), LIBS + (TLS_LIBS if tls else ())
+        )
+    except NativeDriverUnavailable as exc:
+        if tls and "openssl" in str(exc).lower():
+            raise NativeDriverUnavailable(OPENSSL_MISSING) from None
+        raise
+
+
+def build_binary(source: Path, name: str, cflags=CFLAGS, libs=LIBS) -> Path:
+    """``source`` compiled (Linux only: the programs here use epoll), cached by content.
+
+    The binary is ``cache_dir()/NAME-HASH``, the hash of the source, the compiler and
+    its flags; it is written to a temporary file and renamed into place, so concurrent
+    first uses are safe. ``NativeDriverUnavailable`` says in one line why it cannot be.
+    """
     if not sys.platform.startswith("linux"):
         raise NativeDriverUnavailable(
-            f"the native load driver uses epoll: Linux only, not {sys.platform}"
+            f"{source.name} uses epoll: Linux only, not {sys.platform}"
         )
     compiler = find_compiler()
-    cflags = CFLAGS + (TLS_CFLAGS if tls else ())
-    libs = LIBS + (TLS_LIBS if tls else ())
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), *map(str.encode, cflags + libs)]))
-    name = "upper-driver-tls" if tls else "upper-driver"
+    text = source.read_bytes()
+    key = hashlib.sha256(b"\0".join([text, compiler.encode(), *map(str.encode, cflags + libs)]))
     binary = cache_dir() / f"{name}-{key.hexdigest()[:16]}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=binary.name + ".", dir=binary.parent)
     os.close(handle)
-    command = [compiler, *cflags, "-o", partial, str(SOURCE), *libs]
-    log.info("building the native load driver: %s", " ".join(command))
+    command = [compiler, *cflags, "-o", partial, str(source), *libs]
+    log.info("building %s: %s", source.name, " ".join(command))
     try:
         built = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-        if built.returncode != 0 and tls and "openssl" in built.stderr.lower():
-            raise NativeDriverUnavailable(OPENSSL_MISSING)
         if built.returncode != 0:
             raise NativeDriverUnavailable(
-                f"{compiler} could not build {SOURCE.name}: {built.stderr.strip()[-2000:]}"
+                f"{compiler} could not build {source.name}: {built.stderr.strip()[-2000:]}"
             )
         os.chmod(partial, 0o755)
         os.replace(partial, binary)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NativeDriverUnavailable(f"building {SOURCE.name} failed: {exc}") from None
+        raise NativeDriverUnavailable(f"building {source.name} failed: {exc}") from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
@@ -140,6 +153,7 @@ def load_driver(prefer: str = "native") -> LoadDriver:
 __all__ = [
     "LoadDriver",
     "NativeDriverUnavailable",
+    "build_binary",
     "driver_binary",
     "load_driver",
 ]

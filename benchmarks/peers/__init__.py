@@ -50,7 +50,14 @@ PEERS: dict[str, list[str]] = {
     "gevent-lean": [sys.executable, "-m", "benchmarks.peers.gevent_lean"],
 }
 
+NATIVE_PEERS: dict[str, list[str]] = {
+    "c-epoll": [sys.executable, "-m", "benchmarks.peers.c_epoll"],
+}
+"""The machine's floor: ``c_epoll.c``, one thread on level-triggered epoll, built on first
+use. It uppercases ASCII only (other bytes pass unchanged), so it conforms for ASCII text
+alone: the benchmark's loads send ASCII, and ``tests/test_peers.py`` tests it with ASCII."""
+
 TLS_PEERS = {"asyncio-streams", "uvloop-streams", "asyncio-protocol", "uvloop-protocol"}
 """The peers that take ``--tls-cert FILE --tls-key FILE`` (asyncio's own SSL transport)."""
 
-__all__ = ["PEERS", "TLS_PEERS"]
+__all__ = ["NATIVE_PEERS", "PEERS", "TLS_PEERS"]
