@@ -2,20 +2,19 @@
 
 gevent-lean (``benchmarks.peers.gevent_lean``) is the green-thread model with
 every feature taken out. This takes upper's features out one at a time
-instead: it copies the project's packages to a temporary folder, makes one
-small named edit there (``ABLATIONS``), and counts that variant's user-space
+instead: each ablation (``ABLATIONS``) is a small mixin over ``Connection``,
+combined into a subclass that ``benchmarks.ablated_server`` gives to
+``UpperServer(connection_class=...)``, and counts that variant's user-space
 instructions per message under callgrind, exactly as ``benchmarks.instructions``
 does, next to upper as it runs by default, ``upper-counting`` (the counters
-are a run-time choice, not an edit) and gevent-lean. Upper minus a variant is
-what that feature costs; the variant with all of them out against gevent-lean
-is what the rest of upper (its state machine, ``StreamServer``, timeouts,
-hibernation) costs.
+are a run-time choice) and gevent-lean. Upper minus a variant is what that
+feature costs; the variant with all of them out against gevent-lean is what the
+rest of upper (its state machine, ``StreamServer``, timeouts, hibernation) costs.
 
 The variants are measurements, not servers to run: each breaks a promise
 (``keyword`` answers a keyword line that is not the last of a read, for
-example). An edit that no longer matches the source fails loudly: update
-``ABLATIONS`` with the code it measures. Needs what ``benchmarks.instructions``
-needs (valgrind, the native driver); about 40 s per variant and load.
+example). Needs what ``benchmarks.instructions`` needs (valgrind, the native
+driver); about 40 s per variant and load.
 """
 
 from __future__ import annotations
@@ -28,72 +27,70 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.bench import LOADS
+from benchmarks.bench import LOADS, UPPER
 from benchmarks.instructions import measure
 from benchmarks.native import NativeDriverUnavailable, driver_binary
+from upper.protocol import KEYWORD
+from upper.server.connection import Connection
 from upper.server.launcher import ServerFailedToStart
 
-PROJECT = Path(__file__).resolve().parent.parent
-PACKAGES = ("upper", "upper_server", "upper_client")
-CONNECTION = "upper/server/connection.py"
+_KEYWORD_ENDINGS = (KEYWORD + b"\n", KEYWORD + b"\r\n")
 
 
-@dataclass(frozen=True)
-class Edit:
-    """Replace ``old``, which must occur exactly once in ``path``, with ``new``."""
+def _keyword_at_the_end_only(data: bytes) -> bytes | None:
+    """gevent-lean's rule: complete ASCII lines, the keyword looked for at the end only."""
+    if data[-1:] == b"\n" and data.isascii() and not data.endswith(_KEYWORD_ENDINGS):
+        return data.upper()
+    return None
 
-    path: str
-    old: str
-    new: str
+
+class KeywordAtTheEndOnly:
+    __slots__ = ()
+    fast_reply = staticmethod(_keyword_at_the_end_only)
+
+
+class NoLinger:
+    __slots__ = ()
+
+    def _close_cleanly(self) -> None:
+        return  # _release closes the socket right after the last reply
 
 
 @dataclass(frozen=True)
 class Ablation:
     takes_out: str
-    edits: tuple[Edit, ...]
+    mixin: type
 
 
 ABLATIONS: dict[str, Ablation] = {
     "keyword": Ablation(
         "the keyword search over the whole read: only its end is checked, as gevent-lean does",
-        (Edit(CONNECTION, "and not data.partition(keyword)[1]:",
-              "and not data.endswith(_KEYWORD_ENDINGS):"),
-         Edit(CONNECTION, "RECV_SIZE = 64 * 1024\n",
-              "RECV_SIZE = 64 * 1024\n"
-              '_KEYWORD_ENDINGS = (KEYWORD + b"\\n", KEYWORD + b"\\r\\n")\n')),
+        KeywordAtTheEndOnly,
     ),
     "linger": Ablation(
-        "the lingering close: the socket is closed right after the last reply",
-        (Edit(CONNECTION,
-              "        try:\n"
-              "            self.sock.shutdown(socket.SHUT_WR)\n"
-              "        except OSError:\n"
-              "            return\n",
-              "        return\n"),),
+        "the lingering close: the socket is closed right after the last reply", NoLinger
     ),
 }
 ALL = "all"
 """Every ablation at once."""
 
 
+def variant_class(names: list[str]) -> type[Connection]:
+    """``Connection`` with the ablations ``names`` taken out (``UpperServer``'s
+    ``connection_class``)."""
+    mixins = tuple(ABLATIONS[name].mixin for name in names)
+    return type("Without_" + "_".join(names), (*mixins, Connection), {"__slots__": ()})
+
+
+def variant_command(names: list[str]) -> list[str]:
+    """The command that runs the variant (``benchmarks.ablated_server``), with upper's options."""
+    options = UPPER[UPPER.index("upper_server") + 1 :]
+    return [sys.executable, "-m", "benchmarks.ablated_server", "--ablate", ",".join(names),
+            *options]
+
+
 def variant_label(name: str) -> str:
     return "upper without any of them" if name == ALL else f"upper without {name}"
-
-
-def make_variant(names: list[str], folder: Path) -> Path:
-    """A copy of the project's packages in ``folder`` with the ablations ``names`` applied."""
-    for package in PACKAGES:
-        shutil.copytree(PROJECT / package, folder / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    for name in names:
-        for edit in ABLATIONS[name].edits:
-            path = folder / edit.path
-            text = path.read_text()
-            if text.count(edit.old) != 1:
-                raise SystemExit(f"ablation: the {name!r} edit no longer matches {edit.path} "
-                                 "exactly once: update ABLATIONS in benchmarks/ablation.py")
-            path.write_text(text.replace(edit.old, edit.new))
-    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,23 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablation: {exc}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="upper-ablation-") as workdir:
-        # Each row: the server to run (benchmarks.bench.SERVERS), and the folder to run it in.
-        runs: dict[str, tuple[str, Path | None]] = {
+        # Each row: the server's name (benchmarks.bench.SERVERS), and a variant's command.
+        runs: dict[str, tuple[str, list[str] | None]] = {
             "upper": ("upper", None), "upper-counting": ("upper-counting", None)
         }
         for name in args.ablations:
             chosen = list(ABLATIONS) if name == ALL else [name]
-            folder = make_variant(chosen, Path(workdir) / f"variant-{name}")
-            runs[variant_label(name)] = ("upper", folder)
+            runs[variant_label(name)] = ("upper", variant_command(chosen))
         runs["gevent-lean"] = ("gevent-lean", None)
         results: dict[str, dict[str, float]] = {row: {} for row in runs}
         for load_name in args.loads:
-            for row, (server, folder) in runs.items():
+            for row, (server, command) in runs.items():
                 output = Path(workdir) / f"{load_name}-{row.replace(' ', '-')}"
                 output.mkdir()
                 try:
                     messages, profile = measure(server, loads[load_name], args.seconds, output,
-                                                cwd=folder)
+                                                command=command)
                 except (ServerFailedToStart, RuntimeError, subprocess.SubprocessError) as exc:
                     print(f"ablation: {row}, {load_name}: failed: {exc}", file=sys.stderr)
                     return 1

@@ -86,10 +86,12 @@ def parse_callgrind(path: Path) -> Profile:
     return profile
 
 
-def measure(name: str, load: Load, seconds: float, workdir: Path, cwd: Path | None = None):
+def measure(name: str, load: Load, seconds: float, workdir: Path, cwd: Path | None = None,
+            command: list[str] | None = None):
     """Run ``name`` under callgrind; return (messages verified in the window, Profile).
 
     ``cwd``: start the server in that folder (``python -m`` imports from there first).
+    ``command``: run this instead of ``SERVERS[name]`` (``benchmarks.ablation``'s variants).
 
     A TLS load gives the server a test certificate and drives it with the driver's
     OpenSSL build, which verifies it (OpenSSL's instructions in the server count too).
@@ -105,7 +107,7 @@ def measure(name: str, load: Load, seconds: float, workdir: Path, cwd: Path | No
         driver += ["--tls-cafile", str(ca)]
     command = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={output}.%p", "--dump-instr=no",
-        *SERVERS[name], "--host", "127.0.0.1", "--port", "0", *server_args,
+        *(command or SERVERS[name]), "--host", "127.0.0.1", "--port", "0", *server_args,
     ]
     process = ServerProcess(command=command, stderr=subprocess.DEVNULL, cwd=cwd and str(cwd))
     with process.start(STARTUP_TIMEOUT) as server:

@@ -135,7 +135,10 @@ def measure(tsung: str, name: str, load: str, duration: float, rate: int, cpus: 
         server_before = cpu_seconds(watched)
         started = time.monotonic()
         process = subprocess.Popen(
-            [tsung, "-f", str(folder / "run.xml"), "-l", str(folder / "log"), "start"],
+            # -n: no web GUI (it would take port 8091); -i: a controller of its own, so
+            # two runs at once (parallel tests) do not meet.
+            [tsung, "-n", "-i", f"upper{os.getpid()}", "-f", str(folder / "run.xml"),
+             "-l", str(folder / "log"), "start"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )

@@ -3,8 +3,10 @@
 import pytest
 
 from upper.server.connection import (
+    _SUCCESSORS,
     TRANSITIONS,
     Action,
+    Connection,
     Interrupt,
     State,
     Timeouts,
@@ -146,3 +148,27 @@ def test_only_a_late_handshake_is_rejected_and_stop_or_force_close_end_it_at_onc
     # Nothing was read that needs an answer: there is no reply to wait for.
     assert TRANSITIONS[State.HANDSHAKING][Interrupt.STOP] is Action.FINISH
     assert TRANSITIONS[State.HANDSHAKING][Interrupt.FORCE_CLOSE] is Action.ABORT
+
+
+def test_every_state_names_its_successors_and_closed_is_final():
+    assert set(_SUCCESSORS) == set(State)
+    assert _SUCCESSORS[State.CLOSED] == ()
+    assert _SUCCESSORS[State.DRAINING] == (State.CLOSED,)
+    for state, successors in _SUCCESSORS.items():
+        assert state.successors is successors
+        assert state is State.CLOSED or State.CLOSED in successors, state
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(State.DRAINING, State.RUNNING), (State.CLOSED, State.RUNNING),
+     (State.HIBERNATING, State.READING), (State.STARTING, State.SENDING)],
+)
+def test_enter_refuses_a_change_the_table_does_not_allow(before, after):
+    connection = Connection.__new__(Connection)
+    connection.state, connection._peer = before, "127.0.0.1:1"
+    with pytest.raises(RuntimeError, match=f"no transition from {before.name} to {after.name}"):
+        connection._enter(after)
+    assert connection.state is before
+    connection._enter(before)  # staying where it is is no change
+    assert connection.state is before

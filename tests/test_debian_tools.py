@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import pytest
-
 from helpers import clean_env, missing_debian_tool, require_tool
 
 TOOL = "no-such-tool-for-upper"

@@ -28,17 +28,17 @@ def dual_stack(host, port, family=0, type=0, proto=0, flags=0):
 
 @pytest.fixture
 def opened(monkeypatch):
-    """Every socket ``_listen`` creates, to check none is left open."""
+    """Every socket ``listening_socket`` creates, to check none is left open."""
     monkeypatch.setattr(socket, "getaddrinfo", dual_stack)
     created = []
-    real_listen = listener._listen
+    real_listen = listener.listening_socket
 
     def recording_listen(*args):
         sock = real_listen(*args)
         created.append(sock)
         return sock
 
-    monkeypatch.setattr(listener, "_listen", recording_listen)
+    monkeypatch.setattr(listener, "listening_socket", recording_listen)
     yield created
     for sock in created:
         sock.close()
@@ -55,7 +55,7 @@ def test_every_distinct_address_gets_a_socket_on_one_port(opened):
 
 
 def test_a_picked_port_taken_on_the_other_address_is_picked_again(opened, monkeypatch):
-    real_listen = listener._listen
+    real_listen = listener.listening_socket
     refusals = []
 
     def taken_once_on_ipv6(family, kind, proto, address, backlog):
@@ -64,7 +64,7 @@ def test_a_picked_port_taken_on_the_other_address_is_picked_again(opened, monkey
             raise OSError(errno.EADDRINUSE, "Address already in use")
         return real_listen(family, kind, proto, address, backlog)
 
-    monkeypatch.setattr(listener, "_listen", taken_once_on_ipv6)
+    monkeypatch.setattr(listener, "listening_socket", taken_once_on_ipv6)
     socks = open_listeners(NAME, 0, 16)
     assert len(refusals) == 1
     assert len({sock.getsockname()[1] for sock in socks}) == 1

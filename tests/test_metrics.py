@@ -7,7 +7,8 @@ import sys
 import urllib.request
 
 import psutil
-from helpers import eventually, free_port, read_until_eof
+import pytest
+from helpers import eventually, free_port, read_until_eof, require_tool, wait_for_workers
 from prometheus_client.parser import text_string_to_metric_families
 
 TIMEOUT = 10.0
@@ -123,3 +124,81 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_1():
         f"upper_server: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     ]
     assert result.stdout == ""
+
+
+# -- process metrics ----------------------------------------------------------------------
+
+
+def open_file_limit(pid: int) -> float:
+    return float(psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0])
+
+
+def test_single_process_reports_its_descriptors_and_memory(start_server, connect):
+    port = free_port()
+    server = start_server("--metrics-port", str(port), "--log-level", "warning")
+    metrics = scrape(port)
+    assert metrics[("process_max_fds", ())] == open_file_limit(server.pid)
+    assert metrics[("process_resident_memory_bytes", ())] > 0
+    assert metrics[("process_start_time_seconds", ())] == pytest.approx(
+        psutil.Process(server.pid).create_time(), abs=1.0
+    )
+    idle = metrics[("process_open_fds", ())]
+    held = [connect(server.address) for _ in range(20)]
+    for sock in held:
+        sock.sendall(b"hola\n")
+        assert sock.recv(10) == b"HOLA\n"
+    # Every connection is one descriptor of the server's, so the figure follows them.
+    assert scrape(port)[("process_open_fds", ())] >= idle + len(held)
+    assert not any(name.startswith("upper_worker_process_") for name, _labels in metrics)
+    assert server.stop() == 0
+
+
+def worker_figures(port: int, name: str) -> dict[int, float]:
+    return {
+        int(dict(labels)["pid"]): value
+        for (sample, labels), value in scrape(port).items()
+        if sample == f"upper_worker_process_{name}"
+    }
+
+
+def test_each_worker_reports_its_descriptors_labelled_by_pid(start_server, seen_workers):
+    port = free_port()
+    server = start_server("--workers", "2", "--metrics-port", str(port), "--log-level", "warning")
+    parent = psutil.Process(server.pid)
+    workers = wait_for_workers(parent, 2)
+    seen_workers.update(workers)
+    assert eventually(lambda: set(worker_figures(port, "open_fds")) == set(workers))
+    assert worker_figures(port, "max_fds") == {pid: open_file_limit(pid) for pid in workers}
+    assert all(value > 0 for value in worker_figures(port, "resident_memory_bytes").values())
+    assert set(worker_figures(port, "cpu_seconds_total")) == set(workers)
+    # The supervisor's own figures are the usual unlabelled process_* ones.
+    assert scrape(port)[("process_max_fds", ())] == open_file_limit(server.pid)
+
+    server.send_signal(signal.SIGHUP)
+    replacements = wait_for_workers(parent, 2, exclude=workers)
+    seen_workers.update(replacements)
+    # The retired workers' series go with them; the new workers' come.
+    assert eventually(lambda: set(worker_figures(port, "open_fds")) == set(replacements))
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_promtool_finds_the_exposition_clean(start_server, seen_workers, workers):
+    promtool = require_tool("promtool", package="prometheus")
+    port = free_port()
+    server = start_server(
+        "--workers", workers, "--metrics-port", str(port), "--log-level", "warning"
+    )
+    if workers == "2":
+        seen_workers.update(wait_for_workers(psutil.Process(server.pid), 2))
+        assert eventually(lambda: len(worker_figures(port, "open_fds")) == 2)
+    run_sessions(server.address, 2)
+    assert eventually(lambda: figures_reach(port, 2)), scrape(port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as reply:
+        text = reply.read()
+    assert b"process_open_fds" in text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), result
+    assert server.stop() == 0

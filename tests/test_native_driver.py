@@ -20,12 +20,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import missing_debian_tool
 
 from benchmarks import bench
 from benchmarks import driver as python_driver
 from benchmarks.native import NativeDriverUnavailable, driver_binary, find_compiler, load_driver
 from benchmarks.peers import PEERS
-from helpers import missing_debian_tool
 from upper.server.launcher import ServerProcess
 
 RUN_TIMEOUT = 60.0

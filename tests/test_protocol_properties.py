@@ -122,13 +122,13 @@ def test_until_the_session_ends_each_reply_has_the_lines_of_its_input(cut):
 @example((b"ab\nDESCONEXION\n", [b"ab\n", b"DESCONEXION\n"]))
 @example((b"DESC\nx\n", [b"DESC", b"\nx\n"]))
 def test_plain_chunks_are_answered_by_their_ascii_uppercase(cut):
-    """The rule ``UpperSession.plain`` states, which the server's receive loop applies
-    itself instead of calling ``feed``."""
+    """The rule ``upper.protocol.fast_reply`` states, which the server's receive loop calls
+    itself before (instead of) ``feed``."""
     _data, segments = cut
     session = UpperSession()
     for segment in segments:
         applies = (
-            session.plain
+            session.clean_line_start
             and segment.endswith(b"\n")
             and segment.isascii()
             and KEYWORD not in segment
@@ -136,7 +136,7 @@ def test_plain_chunks_are_answered_by_their_ascii_uppercase(cut):
         reply = session.feed(segment)
         if applies:
             assert reply == segment.upper()
-            assert session.plain and not session.ended
+            assert session.clean_line_start and not session.ended
         if session.ended:
             break
 
@@ -223,6 +223,6 @@ def test_the_keyword_alone_in_a_read_ends_the_session(before, keyword_line):
     session = UpperSession()
     assert session.feed(before) == before.upper()
     assert session.feed(keyword_line) == b""
-    assert session.ended and session.found and not session.plain
+    assert session.ended and session.found and not session.clean_line_start
     assert session.feed(b"tarde\n") == b""
     assert session.end_of_input() == b""

@@ -9,9 +9,10 @@ import logging
 import signal
 import socket
 import ssl
+import subprocess
 
 import pytest
-from helpers import SOON, read_exactly, read_until_eof
+from helpers import SOON, read_exactly, read_until_eof, require_tool
 from tls_support import Transport
 
 from upper.client.tls import client_context
@@ -361,3 +362,36 @@ def test_a_proxy_header_then_tls(tls_threaded, certificates, caplog):
     assert running.wait_until(lambda server: server.stats.failed_handshakes == 1)
     [record] = handshake_failures(caplog)
     assert record.getMessage().startswith("203.0.113.8:40001: ")
+
+
+def test_a_refused_renegotiation_is_counted_apart_and_logged_at_info(
+    tls_threaded, certificates, caplog
+):
+    """openssl s_client's ``R`` asks for a TLS 1.2 renegotiation; OpenSSL refuses it. That is a
+    refused handshake, not a server error: its own counter, an info line, the connection closed."""
+    openssl = require_tool("openssl", "openssl")
+    caplog.set_level(logging.INFO, logger="upper.server")
+    running = tls_threaded()
+    host, port = running.address[:2]
+    client = subprocess.Popen(
+        [openssl, "s_client", "-tls1_2", "-connect", f"{host}:{port}", "-CAfile",
+         str(certificates.ca)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        client.stdin.write(b"hola\n")
+        client.stdin.flush()
+        assert running.wait_until(lambda server: server.stats.lines_in == 1)
+        client.stdin.write(b"R\n")  # s_client: renegotiate
+        client.stdin.flush()
+        assert running.wait_until(lambda server: server.stats.refused_renegotiations == 1)
+        assert running.wait_until(lambda server: server.stats.open_connections == 0)
+    finally:
+        output = client.communicate(timeout=WAIT)[0]
+    assert b"HOLA" in output and b"RENEGOTIATING" in output
+    assert running.server.stats.errors == 0
+    assert running.server.stats.failed_handshakes == 0
+    [record] = [r for r in caplog.records if "renegotiation" in r.getMessage()]
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage().startswith("127.0.0.1:")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

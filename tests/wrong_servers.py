@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 
-from upper.protocol import KEYWORD, KeywordScanner, UpperSession
+from upper.protocol import KEYWORD, KeywordScanner, SessionState, UpperSession
 
 _RECV_SIZE = 65536
 _WAKE_EVERY = 0.2  # how often blocked threads look at the stop flag
@@ -220,7 +220,7 @@ class _KeywordAnywhereSession(UpperSession):
             return super().feed(data)
         line_start = seen.rfind(b"\n", 0, found) + 1 - len(self._tail)
         reply = super().feed(data[: max(line_start, 0)])
-        self.ended = True
+        self.state = SessionState.KEYWORD_ENDED
         return reply
 
 

@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 
+from upper.i18n import _
 from upper.protocol.address import DEFAULT_HOST, DEFAULT_PORT
 
 HOST_VARIABLE = "UPPER_HOST"
@@ -87,6 +88,14 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
         help="require client certificates signed by this CA (mutual TLS)",
     )
     group.add_argument(
+        "--tls-ciphers",
+        metavar="LIST",
+        help=_(
+            "TLS 1.2 cipher suites, in OpenSSL's cipher-list syntax (default: ECDHE with "
+            "AES-GCM or ChaCha20-Poly1305 only; TLS 1.3's suites are always offered)"
+        ),
+    )
+    group.add_argument(
         "--tls-handshake-timeout",
         type=number(float, above=True, what="timeout"),
         default=handshake_timeout,
@@ -96,7 +105,7 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
 
 
 def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for option in ("tls_key", "tls_client_ca"):
+    for option in ("tls_key", "tls_client_ca", "tls_ciphers"):
         if getattr(args, option) and not args.tls_cert:
             parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
 

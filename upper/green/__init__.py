@@ -5,10 +5,10 @@ general-purpose socket layer: that layer tries every call first to catch
 EAGAIN, and builds a ``Waiter`` (and a ``Timeout``) for every wait. Instead a
 greenlet parks on a libev/libuv I/O watcher whose callback is the greenlet's
 own ``switch``, and calls the raw non-blocking socket when woken. These are the
-two helpers that do that, and the list of gevent names, some private, that
-the project uses. ``tests/test_gevent_internals.py`` checks every one of them,
-so a gevent upgrade that renames or drops one fails loudly there instead of
-subtly in production.
+two helpers that do that, and the list of gevent and greenlet names, some
+private, that the project uses. ``tests/test_gevent_internals.py`` exercises what
+each one is relied on for, so a gevent upgrade that renames, drops or changes one
+fails loudly there instead of subtly in production.
 """
 
 from types import MethodType
@@ -20,35 +20,70 @@ READ = 1
 WRITE = 2
 
 USED_GEVENT_NAMES = {
-    # The server's accept loop (gevent.baseserver.BaseServer and StreamServer).
-    "gevent.server.StreamServer": (
-        "do_read",  # overridden: our own accept, with out-of-descriptor back-off
-        "do_handle",  # overridden: registers the connection in the accept loop
-        "full",  # overridden: the connection limit
-        "stop_accepting",
-        "start_accepting",
-        "_start_accepting_if_started",  # private: resumes accepting after a pause
-        "_watcher",  # private: None while not accepting
-        "_timer",  # private: our retry timer after EMFILE, as gevent's own back-off uses
-        "loop",
-        "socket",
-        "family",  # the listener's address family, kept by gevent
-        "address",
-        "started",
-        "close",
-    ),
-    # The C-level socket: ``_accept`` returns (fd, address) without building a
-    # Python socket object that we would only unwrap again.
-    "_socket.socket": ("_accept", "recv_into", "send", "shutdown"),
-    # The client's fast path reaches under a monkey-patched socket.
-    "gevent._socket3.socket": ("_sock", "_read_event", "hub", "timeout"),
-    "gevent.hub.Hub": ("loop", "switch"),
-    "gevent loop": ("io", "timer", "run_callback", "now"),
+    # The hub and its loop: every watcher, timer and callback of the server and client.
+    "gevent.hub.Hub": {
+        "loop": "the libev/libuv loop every watcher and timer comes from",
+        "resolver": "replaced by the Locust users' numeric-first resolver (tcp_user)",
+    },
+    "gevent loop": {
+        "io": "one I/O watcher per connection and per listening socket",
+        "timer": "the accept back-off, the cooperative client's timeout",
+        "run_callback": "interrupts, the client's outbox flush: run in the hub next",
+        "now": "the loop's cached clock: idle timeouts, session durations",
+    },
     # libev/libuv I/O watchers: ``events`` can be changed only while stopped (see watch()).
-    "gevent I/O watcher": ("start", "stop", "close", "events", "callback"),
-    "gevent.exceptions": ("ConcurrentObjectUseError", "BlockingSwitchOutError"),
+    "gevent I/O watcher": {
+        "start": "its callback is a greenlet's switch: the wait costs one switch",
+        "stop": "a stopped watcher calls nothing (the acceptor's pauses)",
+        "close": "frees the watcher when a connection or acceptor closes",
+        "events": "READ or WRITE, changed only while stopped",
+        "callback": "None while stopped: how the client sees a greenlet already waiting",
+    },
+    "gevent timer": {
+        "start": "calls back once, after its delay",
+        "close": "a closed timer never calls back (a resume cuts the back-off short)",
+    },
+    # greenlet, imported directly (a declared dependency).
+    "greenlet.greenlet": {
+        "switch": "bound to the hub (switch_to_hub) and as watcher callbacks",
+        "throw": "interrupts thrown into a parked connection greenlet",
+        "parent": "reused greenlets run with the hub as parent and return to it",
+        "dead": "the tests count live greenlets",
+    },
+    "greenlet": {"getcurrent": "the greenlet a connection or a round trip runs in"},
+    "gevent": {
+        "spawn_raw": "a connection's greenlet without Greenlet's bookkeeping",
+        "signal_handler": "SIGTERM, SIGINT, SIGHUP handled in the hub",
+        "GreenletExit": "thrown to end a connection's greenlet",
+    },
+    "gevent.socket": {"wait_read": "the lifeline and ready pipes of workers"},
+    # The client's fast path reaches under a monkey-patched socket.
+    "gevent._socket3.socket": {
+        "_sock": "private: the plain socket under gevent's, called directly",
+        "_read_event": "private: gevent's own read watcher on that socket, reused",
+        "hub": "the hub that socket's watchers belong to",
+        "timeout": "the socket's timeout, honoured by the fast path",
+    },
+    # The client tells a TLS socket from a plain one (also gevent's, when patched).
+    "gevent.ssl.SSLSocket": {"_sslobj": "private: present on TLS sockets only"},
+    "gevent.exceptions": {
+        "ConcurrentObjectUseError": "raised by the client when a second greenlet waits",
+        "BlockingSwitchOutError": "raised by the client when called from the hub",
+    },
+    # The C-level socket module, under the standard library's.
+    "_socket.socket": {
+        "_accept": "private: (fd, address) without building a Python socket object",
+        "recv_into": "the receive loops read into one buffer",
+        "send": "the send paths",
+        "shutdown": "the lingering close's FIN",
+    },
+    "_socket": {
+        "getaddrinfo": "numeric hosts answered without gevent's resolver thread",
+        "AI_NUMERICHOST": "refuses names, so they go on to the resolver",
+    },
 }
-"""Class or module -> the attributes upper relies on (checked by the tests)."""
+"""Class or module -> {attribute: what upper relies on it for}. Each is exercised by a
+test of that behaviour in ``tests/test_gevent_internals.py`` (not only looked up)."""
 
 
 def switch_to_hub(hub):

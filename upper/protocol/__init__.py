@@ -11,15 +11,17 @@ this one definition of what the server answers (``docs/protocol.md``).
 """
 
 from upper.protocol.keyword import KEYWORD, KeywordScanner, ends_session
-from upper.protocol.session import UpperSession
+from upper.protocol.session import SessionState, UpperSession, fast_reply
 from upper.protocol.text import decode_text, encode_text, uppercase
 
 __all__ = [
     "KEYWORD",
     "KeywordScanner",
+    "SessionState",
     "UpperSession",
     "decode_text",
     "encode_text",
     "ends_session",
+    "fast_reply",
     "uppercase",
 ]

@@ -18,8 +18,9 @@ class KeywordScanner:
     ``scan(data)`` returns the bytes that are settled as ordinary text: all of
     them, except a line start that could still become the keyword (held until
     the next piece decides it). Once the keyword line is complete, ``found`` is
-    true and ``scan`` returns only the text before it. The server's session and
-    the client (to know whether its input ended the session) share this.
+    true and ``scan`` returns only the text before it. The client uses it to know
+    whether its input ended the session; the server's ``UpperSession`` applies the same
+    two functions below to its own explicit states.
     """
 
     __slots__ = ("found", "_at_line_start", "_held")
@@ -35,11 +36,11 @@ class KeywordScanner:
         if self._held:
             data = self._held + data
             self._held = b""
-        keyword_at = self._find_keyword_line(data)
+        keyword_at = find_keyword_line(data, self._at_line_start)
         if keyword_at is not None:
             self.found = True
             return data[:keyword_at]
-        hold_from = self._start_of_possible_keyword(data)
+        hold_from = start_of_possible_keyword(data, self._at_line_start)
         if hold_from is not None:
             self._held = data[hold_from:]
             data = data[:hold_from]
@@ -48,37 +49,37 @@ class KeywordScanner:
         )
         return data
 
-    def _is_line_start(self, data: bytes, index: int) -> bool:
-        if index == 0:
-            return self._at_line_start
-        return data[index - 1] == LF
 
-    def _find_keyword_line(self, data: bytes):
-        """Index of a complete keyword line in ``data``, if there is one."""
-        index = data.find(KEYWORD)
-        while index != -1:
-            if self._is_line_start(data, index):
-                after = data[index + KEYWORD_LENGTH : index + KEYWORD_LENGTH + 2]
-                if after[:1] == b"\n" or after == b"\r\n":
-                    return index
-            index = data.find(KEYWORD, index + 1)
+
+def find_keyword_line(data: bytes, at_line_start: bool) -> int | None:
+    """Index of a complete keyword line in ``data``, if there is one; ``at_line_start``: whether
+    ``data`` begins a line."""
+    index = data.find(KEYWORD)
+    while index != -1:
+        if (at_line_start if index == 0 else data[index - 1] == LF):
+            after = data[index + KEYWORD_LENGTH : index + KEYWORD_LENGTH + 2]
+            if after[:1] == b"\n" or after == b"\r\n":
+                return index
+        index = data.find(KEYWORD, index + 1)
+    return None
+
+
+def start_of_possible_keyword(data: bytes, at_line_start: bool) -> int | None:
+    """Where the last line of ``data`` (not empty) begins, if all of it so far could still be
+    the keyword."""
+    if data[-1] == LF:
         return None
-
-    def _start_of_possible_keyword(self, data: bytes):
-        """Where the last line begins, if all of it so far could still be the keyword."""
-        if data[-1] == LF:
+    newline = data.rfind(b"\n")
+    if newline == -1:
+        if not at_line_start:
             return None
-        newline = data.rfind(b"\n")
-        if newline == -1:
-            if not self._at_line_start:
-                return None
-            start = 0
-        else:
-            start = newline + 1
-        tail = data[start:]
-        if len(tail) <= KEYWORD_LENGTH:
-            if KEYWORD.startswith(tail):
-                return start
-        elif len(tail) == KEYWORD_LENGTH + 1 and tail == KEYWORD + b"\r":
+        start = 0
+    else:
+        start = newline + 1
+    tail = data[start:]
+    if len(tail) <= KEYWORD_LENGTH:
+        if KEYWORD.startswith(tail):
             return start
-        return None
+    elif len(tail) == KEYWORD_LENGTH + 1 and tail == KEYWORD + b"\r":
+        return start
+    return None

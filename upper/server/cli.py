@@ -28,19 +28,13 @@ from upper.cli.options import (
 )
 from upper.protocol.address import format_address
 from upper.protocol.proxy import VERSIONS
-from upper.server import metrics, systemd
+from upper.server import defaults, metrics, systemd
 from upper.server.handover import Handover
 from upper.server.limits import raise_open_file_limit
 from upper.server.listener import ListenError, addresses_text, open_listeners
-from upper.server.server import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PROXY_ALLOW_FROM,
-    DEFAULT_PROXY_HEADER_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    UpperServer,
-)
+from upper.server.server import UpperServer
 from upper.server.serving import Outcome, serve_until_signalled
-from upper.server.tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSSetupError, server_context
+from upper.server.tls import CertificateFilesError, server_context
 from upper.server.workers import (
     Supervisor,
     can_fork,
@@ -67,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--idle-timeout",
         type=number(float),
-        default=DEFAULT_IDLE_TIMEOUT,
+        default=defaults.IDLE_TIMEOUT,
         metavar="SECONDS",
         help="close a connection with no progress in either direction for this long; "
         "0 turns it off (default: %(default)s)",
@@ -83,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shutdown-timeout",
         type=number(float),
-        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        default=defaults.SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long connections get to finish; on SIGHUP, how long "
         "the replaced workers' sessions get to end on their own first (default: %(default)s)",
@@ -127,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--proxy-allow-from",
         type=networks,
-        default=DEFAULT_PROXY_ALLOW_FROM,
+        default=defaults.PROXY_ALLOW_FROM,
         metavar="CIDR[,CIDR...]",
         help="with --proxy-protocol, the balancers' addresses; connections from elsewhere "
         "are closed without a reply (default: %(default)s)",
@@ -135,12 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--proxy-header-timeout",
         type=number(float, above=True),
-        default=DEFAULT_PROXY_HEADER_TIMEOUT,
+        default=defaults.PROXY_HEADER_TIMEOUT,
         metavar="SECONDS",
         help="with --proxy-protocol, close a connection whose header is not all there "
         "this long after accept (default: %(default)s)",
     )
-    add_server_tls_options(parser, DEFAULT_HANDSHAKE_TIMEOUT)
+    add_server_tls_options(parser, defaults.HANDSHAKE_TIMEOUT)
     return parser
 
 
@@ -175,13 +169,14 @@ def fail(message: str, code: int = 1) -> int:
 
 def tls_context(args):
     """The ``SSLContext`` the ``--tls-*`` flags describe, read from their files now (each
-    worker, and each reload, reads them again), or None; ``TLSSetupError`` says why not."""
+    worker, and each reload, reads them again), or None; ``CertificateFilesError`` says why not."""
     if not args.tls_cert:
         return None
-    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_ciphers)
 
 
-def make_server(listeners, args, ssl_context=None) -> UpperServer:
+def make_server(listeners, args, ssl_context=None, connection_class=None) -> UpperServer:
+    """The server the options describe; ``connection_class``: ``UpperServer``'s parameter."""
     return UpperServer(
         listeners,
         idle_timeout=args.idle_timeout,
@@ -196,6 +191,7 @@ def make_server(listeners, args, ssl_context=None) -> UpperServer:
         handshake_timeout=args.tls_handshake_timeout,
         # Counting lines costs a pass over every byte read: only when something reports them.
         count_traffic=bool(args.stats_interval or args.metrics_port),
+        connection_class=connection_class,
     )
 
 
@@ -208,7 +204,7 @@ def main(argv=None) -> int:
     )
     try:
         ssl_context = tls_context(args)
-    except TLSSetupError as exc:
+    except CertificateFilesError as exc:
         return fail(str(exc))
     raise_open_file_limit()
     inheritance = inherited()
@@ -247,19 +243,20 @@ def serve(listeners, args, argv: list[str], ssl_context=None) -> int:
 
     command = worker_command(argv)
     on_worker_exit = metrics.worker_exited if args.metrics_port else lambda pid: None
+
+    def supervise(listeners, count: int, **run_options) -> int:
+        supervisor = Supervisor(listeners, count, command, args.shutdown_timeout, on_worker_exit)
+        if args.metrics_port:
+            metrics.report_workers(lambda: tuple(supervisor.workers))
+        return supervisor.run(**run_options)
+
     if args.workers > 1:
-        supervisor = Supervisor(
-            listeners, args.workers, command, args.shutdown_timeout, on_worker_exit
-        )
-        return supervisor.run(on_ready=ready)
+        return supervise(listeners, args.workers, on_ready=ready)
     handover = Handover(listeners, command) if can_fork() else None
     server = make_server(listeners, args, ssl_context)
     outcome = serve_until_signalled(server, ready, on_reload=handover)
     if outcome is Outcome.HANDED_OVER:
-        supervisor = Supervisor(
-            handover.listeners, 1, command, args.shutdown_timeout, on_worker_exit
-        )
-        return supervisor.run(adopt=handover.worker, pending=handover.pending)
+        return supervise(handover.listeners, 1, adopt=handover.worker, pending=handover.pending)
     if handover is not None:
         handover.wait_for_abandoned()
     return 0

@@ -42,9 +42,13 @@ Seven *interrupts* come from outside (the server's shutdown and its sweeper):
 place that decides it. An interrupt is applied in a hub callback
 (``Connection.interrupt``), where no greenlet runs, so the connection's
 greenlet really is parked where ``state`` says; an ``Action`` that needs the
-greenlet to act is thrown into it as ``Interrupted`` (a connection without one,
-``HIBERNATING`` or ``DRAINING``, is acted on right there). ``overdue()``, beside the
-table, is the sweeper's whole decision for one connection.
+greenlet to act is thrown into it as ``ThrownAction`` (a connection without one,
+``HIBERNATING`` or ``DRAINING``, is acted on right there, or given a greenlet).
+``Connection._act`` is the one place that says what each action does.
+``overdue()``, beside the table, is the sweeper's whole decision for one
+connection. Every change of state goes through ``Connection._enter``, checked
+against ``_SUCCESSORS`` (the states each state may be followed by), so a change
+the design does not allow fails loudly instead of confusing the table.
 
 Fairness: a client that sends as fast as it can keeps the read buffer full.
 After ``Connection.reads_per_turn`` full reads in a row the greenlet parks on
@@ -69,18 +73,20 @@ import gevent
 from gevent import GreenletExit, getcurrent
 
 from upper.green import READ, WRITE, watch
-from upper.protocol import KEYWORD, UpperSession
+from upper.protocol import SessionState, UpperSession, fast_reply
 from upper.protocol.address import format_address
-from upper.protocol.keyword import LF
 from upper.protocol.proxy import ProxyHeaderError, ProxyHeaderParser
+from upper.server.defaults import (
+    DRAIN_SIZE,
+    HANDSHAKE_TIMEOUT,
+    PROXY_HEADER_TIMEOUT,
+    READS_PER_TURN,
+    RECV_SIZE,
+)
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 64 * 1024
-"""The server's one receive buffer (under glibc's mmap threshold)."""
-_DRAIN_SIZE = 256 * 1024
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a TLS connection gets, from the accept, to complete its handshake."""
+_LINE_START, _KEYWORD_ENDED = SessionState.LINE_START, SessionState.KEYWORD_ENDED
 
 
 class State(enum.Enum):
@@ -111,7 +117,7 @@ class Action(enum.Enum):
     FINISH_AFTER_REPLY = "finish after reply"  # the same, once the reply under way is sent
     CLOSE_IDLE = "close idle"  # FINISH, logged and counted as an idle timeout
     DROP = "drop"  # a reply nobody reads: close at once, counted as an idle timeout
-    HIBERNATE = "hibernate"  # end the greenlet, keep the connection
+    HIBERNATE = "hibernate"  # give the greenlet back, keep the connection
     END_LINGER = "end linger"  # stop waiting for the peer's close; close now
     REJECT = "reject"  # close now without a reply: the PROXY header or TLS handshake too slow
     ABORT = "abort"  # close now, whatever the state
@@ -151,6 +157,29 @@ TRANSITIONS: dict[State, dict[Interrupt, Action]] = {
 del A, S
 
 
+# The members as module names, for what runs per connection, per interrupt or per sweep:
+# on CPython 3.11 reading ``State.READING`` goes through ``EnumType.__getattr__``'s slot,
+# about 950 instructions under callgrind, where a module global costs about 60.
+STARTING = State.STARTING
+READING_PROXY_HEADER = State.READING_PROXY_HEADER
+HANDSHAKING = State.HANDSHAKING
+RUNNING = State.RUNNING
+READING = State.READING
+SENDING = State.SENDING
+DRAINING = State.DRAINING
+HIBERNATING = State.HIBERNATING
+CLOSED = State.CLOSED
+IGNORE = Action.IGNORE
+FINISH = Action.FINISH
+FINISH_AFTER_REPLY = Action.FINISH_AFTER_REPLY
+CLOSE_IDLE = Action.CLOSE_IDLE
+DROP = Action.DROP
+HIBERNATE = Action.HIBERNATE
+END_LINGER = Action.END_LINGER
+REJECT = Action.REJECT
+ABORT = Action.ABORT
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """The sweeper's limits, in seconds; ``idle`` 0 means no idle timeout."""
@@ -158,8 +187,8 @@ class Timeouts:
     idle: float
     linger: float
     hibernate_after: float
-    proxy_header: float = 5.0
-    handshake: float = DEFAULT_HANDSHAKE_TIMEOUT
+    proxy_header: float = PROXY_HEADER_TIMEOUT
+    handshake: float = HANDSHAKE_TIMEOUT
     """A TLS handshake's whole allowance (``HANDSHAKING`` makes no progress that counts: a
     peer sending one byte at a time must still finish in time)."""
 
@@ -169,41 +198,73 @@ def overdue(state: State, quiet_for: float, timeouts: Timeouts) -> Interrupt | N
     made progress (any byte in either direction; for ``DRAINING``, since our FIN;
     for ``READING_PROXY_HEADER``, since the accept; for ``HANDSHAKING``, since the accept
     or the PROXY header)."""
-    if state is State.READING_PROXY_HEADER:
+    if state is READING_PROXY_HEADER:
         return Interrupt.HEADER_TIMEOUT if quiet_for >= timeouts.proxy_header else None
-    if state is State.HANDSHAKING:
+    if state is HANDSHAKING:
         return Interrupt.HANDSHAKE_TIMEOUT if quiet_for >= timeouts.handshake else None
-    if state is State.DRAINING:
+    if state is DRAINING:
         return Interrupt.LINGER_END if quiet_for >= timeouts.linger else None
-    if state in (State.READING, State.SENDING, State.HIBERNATING):
+    if state in (READING, SENDING, HIBERNATING):
         if timeouts.idle and quiet_for >= timeouts.idle:
             return Interrupt.IDLE_TIMEOUT
-    if state is State.READING and quiet_for >= timeouts.hibernate_after:
+    if state is READING and quiet_for >= timeouts.hibernate_after:
         return Interrupt.HIBERNATE
     return None
 
 
 class _Rejected(Exception):
-    """The PROXY header was refused: close without a reply."""
+    """Closed without a reply (a bad PROXY header, a refused TLS renegotiation): counted and
+    logged where it was decided."""
 
 
-class Interrupted(Exception):
-    """Thrown into a connection's greenlet: ``action`` is what it must do now."""
+class ThrownAction(Exception):
+    """Thrown into a connection's greenlet (by ``Connection._apply``, for an ``Interrupt``):
+    ``action`` is what it must do now (``Connection._act``)."""
 
     def __init__(self, action: Action) -> None:
         super().__init__(action.value)
         self.action = action
 
 
+S = State
+_SUCCESSORS: dict[State, tuple[State, ...]] = {
+    S.STARTING: (S.RUNNING, S.HIBERNATING, S.CLOSED),
+    S.READING_PROXY_HEADER: (S.RUNNING, S.CLOSED),
+    S.HANDSHAKING: (S.RUNNING, S.CLOSED),
+    S.RUNNING: (S.READING_PROXY_HEADER, S.HANDSHAKING, S.READING, S.SENDING, S.DRAINING, S.CLOSED),
+    S.READING: (S.RUNNING, S.SENDING, S.HIBERNATING, S.CLOSED),
+    S.SENDING: (S.RUNNING, S.READING, S.CLOSED),
+    S.DRAINING: (S.CLOSED,),
+    S.HIBERNATING: (S.RUNNING, S.CLOSED),
+    S.CLOSED: (),
+}
+"""The states each state may be followed by (``Connection._enter`` checks every change)."""
+for _state, _successors in _SUCCESSORS.items():
+    # Also on each member: an Enum's hash is a Python call, a tuple's ``in`` compares
+    # identities first, so _enter costs no hashing (several changes per connection).
+    _state.successors = _successors
+del S, _state, _successors
+
+_WITHOUT_A_WAITING_GREENLET = (STARTING, HIBERNATING, DRAINING)
+"""No greenlet is parked in a wait: an action is taken in the hub callback (or given a
+greenlet: ``Connection._apply``)."""
+_IN_THE_HUB = (FINISH_AFTER_REPLY, END_LINGER)
+"""Actions that never need the greenlet."""
+
+
 class Connection:
     """Serves one accepted socket until the session ends, then closes it cleanly."""
 
-    reads_per_turn = 4
-    """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the
-    event loop run everything else. 4 x 64 KiB is well under a millisecond of work,
-    and costs a flooding client nothing measurable (see docs/performance.md, Fairness)."""
+    reads_per_turn = READS_PER_TURN
     opens_with_a_handshake = False
     """A phase bounded by its own timeout from the accept (TLS) needs a greenlet at once."""
+    fast_reply = staticmethod(fast_reply)
+    """The session's fast path (``upper.protocol.fast_reply``), bound once by the receive
+    loop: a subclass may measure another rule (``benchmarks/ablation.py``)."""
+    _decrypt = None
+    """The receive loop's decrypt hook: None for plain TCP (``TLSConnection._decrypt``)."""
+    _encrypt = None
+    """The send paths' encrypt hook: None for plain TCP (``TLSConnection._encrypt``)."""
 
     __slots__ = (
         "sock",
@@ -230,7 +291,8 @@ class Connection:
         self.server = server
         self.session = UpperSession()
         self.greenlet = None
-        self.state = State.STARTING
+        self.state = STARTING
+        """Where the connection is (see the module); changed only by ``_enter``."""
         self.active_at = self.opened_at = server.loop.now()
         """When a byte last moved either way (``DRAINING``: when our FIN left), as far as
         the sweeper knows: see ``progressed``."""
@@ -239,7 +301,8 @@ class Connection:
         flag instead of reading the clock for every message; the sweeper turns it into
         ``active_at``, so a timeout can come up to one sweep interval late, never early."""
         self.finish_pending = server.stopping
-        """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``)."""
+        """Finish instead of waiting for more input (``Action.FINISH_AFTER_REPLY``, or a TLS
+        close_notify)."""
         self.input_ended = False
         """The peer's end of stream (its FIN) has been read: ``_close_cleanly`` needs no linger."""
         self.proxy_header = (
@@ -256,13 +319,19 @@ class Connection:
             self._peer = format_address(*self.address[:2])
         return self._peer
 
+    def _enter(self, state: State) -> None:
+        """Change ``state``, checked against ``_SUCCESSORS`` (staying where it is is no change)."""
+        if state is not self.state and state not in self.state.successors:
+            raise RuntimeError(f"{self.peer}: no transition from {self.state.name} to {state.name}")
+        self.state = state
+
     # -- control, from the server (any greenlet) -----------------------------
 
     def start(self) -> None:
         if self.proxy_header is None and not self.opens_with_a_handshake:
             # Nothing to do before the first byte: wait for it as a hibernating connection
-            # does, with no greenlet (``_wake`` spawns one), under the same idle timeout.
-            self.state = State.HIBERNATING
+            # does, with no greenlet (``_wake`` gives it one), under the same idle timeout.
+            self._enter(HIBERNATING)
             self._watcher.start(self._wake)
         else:
             self.greenlet = gevent.spawn_raw(self._run, None, False)
@@ -275,42 +344,70 @@ class Connection:
         return overdue(self.state, now - self.active_at, timeouts)
 
     def _apply(self, interrupt: Interrupt) -> None:
+        """Where ``TRANSITIONS``' action is taken: here in the hub, in the greenlet parked in a
+        wait (thrown in as ``ThrownAction``), or in a greenlet given to a hibernating one."""
         state = self.state
         action = TRANSITIONS[state][interrupt]
-        if action is Action.IGNORE:
+        if action is IGNORE:
             return
-        if action in (Action.CLOSE_IDLE, Action.DROP):
-            self.server.stats.idle_timeouts += 1
-        if action is Action.FINISH_AFTER_REPLY:
-            self.finish_pending = True
-        elif state is State.DRAINING:
-            # The drain runs in hub callbacks (``_drain``): no greenlet to throw into.
-            if action is Action.END_LINGER:
-                log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
-            else:
-                log.info("%s: closed at the shutdown timeout", self.peer)
-            self._release()
-        elif state is State.HIBERNATING:
+        if action in _IN_THE_HUB or (action is ABORT and state in _WITHOUT_A_WAITING_GREENLET):
+            if state is STARTING and action is ABORT:
+                # GreenletExit kills a greenlet that never ran without running it.
+                self.greenlet.throw(GreenletExit)
+            self._act(action)
+        elif state is HIBERNATING:
             self._watcher.stop()
-            if action is Action.ABORT:
-                log.info("%s: closed at the shutdown timeout", self.peer)
-                self._release()
-            else:
-                self._run_now(Interrupted(action), False)
-        elif state is State.STARTING:
-            # ABORT only: GreenletExit kills a greenlet that never ran without running it.
-            self.greenlet.throw(GreenletExit)
+            self._run_now(action, False)
+        else:
+            self.greenlet.throw(ThrownAction(action))
+
+    def _act(self, action: Action) -> None:
+        """What each ``Action`` means: the one dispatch, in the state the interrupt found.
+
+        ``FINISH_AFTER_REPLY``, ``END_LINGER`` and an ``ABORT`` without a waiting greenlet
+        run in the hub callback (``_apply``); every other action runs in the connection's
+        greenlet, and may itself be interrupted (``_run`` dispatches that action in turn).
+        """
+        if action is FINISH_AFTER_REPLY:
+            self.finish_pending = True  # read where the greenlet waited: STARTING, SENDING
+        elif action is FINISH or action is CLOSE_IDLE:
+            if action is CLOSE_IDLE:
+                self.server.stats.idle_timeouts += 1
+                log.info("%s: closed after %ss idle", self.peer, self.server.idle_timeout)
+            self._enter(RUNNING)
+            # Whatever the session still holds back was read: it gets its reply. The idle
+            # clock restarts, so a client that does not read it is dropped in turn.
+            self.active_at = self.server.loop.now()
+            self._send_all(self.session.end_of_input())
+            self._close_cleanly()
+        elif action is DROP:
+            self.server.stats.idle_timeouts += 1
+            log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
+            self._release()
+        elif action is HIBERNATE:
+            self._hibernate()
+        elif action is REJECT:
+            self._reject()
+            self._release()
+        elif action is END_LINGER:
+            log.debug("%s: peer did not close within %ss", self.peer, self.server.linger_timeout)
+            self._release()
+        elif action is ABORT:
             log.info("%s: closed at the shutdown timeout", self.peer)
             self._release()
-        else:
-            self.greenlet.throw(Interrupted(action))
+
+    def _reject(self) -> None:
+        """``Action.REJECT``: the phase bounded from the accept took too long (counted, logged)."""
+        self.server.stats.proxy_rejected_timeout += 1
+        timeout = self.server.timeouts.proxy_header
+        log.info("%s: closed: no whole PROXY header within %ss", self.peer, timeout)
 
     def _wake(self) -> None:
         """Input arrived for a hibernating connection (a hub callback)."""
         self._watcher.stop()
         self._run_now(None, True)
 
-    def _run_now(self, interrupted: Interrupted | None, input_ready: bool) -> None:
+    def _run_now(self, action: Action | None, input_ready: bool) -> None:
         """From a hub callback: ``_run`` in a greenlet at once, until it first waits.
 
         One of the server's ``ReusableGreenlets`` (a parked one, or a new one), switched
@@ -319,40 +416,30 @@ class Connection:
         AttributeError per greenlet), for debugging aids this server does not use. The
         greenlet's parent is the hub, as ``spawn_raw``'s.
         """
-        self.server.greenlets.run(self._run, interrupted, input_ready)
+        self.server.greenlets.run(self._run, action, input_ready)
 
     # -- the connection's greenlet --------------------------------------------
 
-    def _run(self, interrupted: Interrupted | None, input_ready: bool) -> None:
+    def _run(self, action: Action | None, input_ready: bool) -> None:
+        """The greenlet's work: serve (``action`` None) or act; every action thrown in while
+        it waits is dispatched by ``_act`` in turn."""
         self.greenlet = getcurrent()
-        self.state = State.RUNNING
+        self._enter(RUNNING)
         try:
-            try:
-                if interrupted is not None:
-                    raise interrupted
-                if self.proxy_header is None or self._read_proxy_header():
-                    self._answer(input_ready)
-            except Interrupted as why:
-                if why.action is Action.HIBERNATE:
-                    self._hibernate()
-                    return
-                if why.action not in (Action.FINISH, Action.CLOSE_IDLE):
-                    raise
-                self.state = State.RUNNING
-                if why.action is Action.CLOSE_IDLE:
-                    log.info("%s: closed after %ss idle", self.peer, self.server.idle_timeout)
-                # Whatever the session still holds back was read: it gets its reply. The
-                # idle clock restarts, so a client that does not read it is dropped in turn.
-                self.active_at = self.server.loop.now()
-                self._send_all(self.session.end_of_input())
-            self._close_cleanly()
+            while True:
+                try:
+                    if action is None:
+                        # Serve: open (a PROXY header; TLS: the handshake), answer, close.
+                        if self.proxy_header is None or self._read_proxy_header():
+                            self._answer(input_ready)
+                        self._close_cleanly()
+                    else:
+                        self._act(action)
+                    break
+                except ThrownAction as thrown:
+                    action = thrown.action
         except _Rejected:
             pass  # counted and logged where it was decided; closed without a reply
-        except Interrupted as why:
-            if why.action is Action.DROP:
-                log.info("%s: dropped, replies unread for %ss", self.peer, self.server.idle_timeout)
-            else:
-                log.info("%s: closed at the shutdown timeout", self.peer)
         except OSError as exc:
             self._socket_failed(exc)
         except Exception:
@@ -372,53 +459,54 @@ class Connection:
 
     def _hibernate(self) -> None:
         self.greenlet = None
-        self.state = State.HIBERNATING
+        self._enter(HIBERNATING)
         watch(self._watcher, READ, self._wake)
 
     def _release(self) -> None:
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return
-        self.state = State.CLOSED
+        self._enter(CLOSED)
         self._watcher.stop()
         self._watcher.close()
         self.sock.close()
         self.greenlet = None
         self.server.connection_closed(self)
 
+    def _receive(self) -> int:
+        """Park until input comes, read it into the server's buffer: its size (0 at the peer's
+        EOF). For the opening phases; the receive loop (``_answer``) waits and reads inline."""
+        wait = self.server.switch_to_hub
+        recv_into = self.sock.recv_into
+        buffer = self.server.receive_buffer
+        while True:
+            wait()
+            try:
+                return recv_into(buffer)
+            except BlockingIOError:
+                continue
+
     def _read_proxy_header(self) -> bool:
         """Read the PROXY header; the client it names becomes ``peer``. Whether the session
-        goes on: the bytes after the header are fed to the session first, and may end it.
+        goes on: the bytes after the header are answered first, and may end it.
 
-        Raises ``_Rejected`` (counted, logged once at info) for a missing, malformed or
-        late header: the connection is then closed without a reply.
+        Raises ``_Rejected`` (counted, logged once at info) for a missing or malformed
+        header; one too late is ``Action.REJECT`` (``_reject``).
         """
-        parser, stats = self.proxy_header, self.server.stats
-        wait = self.server.switch_to_hub
+        parser = self.proxy_header
         watch(self._watcher, READ, self.greenlet.switch)
+        self._enter(READING_PROXY_HEADER)
         header = None
         try:
             while header is None:
-                self.state = State.READING_PROXY_HEADER
-                wait()
-                self.state = State.RUNNING
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                if not data:
+                size = self._receive()
+                if not size:
                     raise ProxyHeaderError("the connection ended before a whole PROXY header")
-                header = parser.feed(data)
+                header = parser.feed(self.server.receive_view[:size].tobytes())
         except ProxyHeaderError as exc:
-            stats.proxy_rejected_invalid += 1
+            self.server.stats.proxy_rejected_invalid += 1
             log.info("%s: closed: %s", self.peer, exc)
             raise _Rejected from None
-        except Interrupted as why:
-            if why.action is not Action.REJECT:
-                raise
-            stats.proxy_rejected_timeout += 1
-            timeout = self.server.timeouts.proxy_header
-            log.info("%s: closed: no whole PROXY header within %ss", self.peer, timeout)
-            raise _Rejected from None
+        self._enter(RUNNING)
         self.proxy_header = None
         if header.source is not None:  # LOCAL and UNKNOWN: the socket's address stands
             self._peer = format_address(*header.source)
@@ -429,13 +517,22 @@ class Connection:
     def _take_leftover(self, leftover: bytes) -> bool:
         """The bytes that came after the PROXY header are the session's first input (over
         TLS, the handshake's: ``TLSConnection``). Whether the session goes on."""
-        if leftover:
-            self.server.stats.received(leftover)
-            self._send_all(self.session.feed(leftover))
-        return not self.session.ended
+        return not (leftover and self._answer_input(leftover))
+
+    def _answer_input(self, data: bytes) -> bool:
+        """Answer input read outside the receive loop (after a PROXY header, with a TLS
+        handshake) as the loop's general path does; whether the session ended."""
+        self.server.stats.received(data)
+        self._send_all(self.session.feed(data))
+        return self.session.ended
 
     def _answer(self, input_ready: bool) -> None:
-        """The receive, uppercase, send loop, until the session ends or must finish."""
+        """The receive, uppercase, send loop, until the session ends or must finish.
+
+        The one loop for plain TCP and TLS: ``_decrypt`` turns what was read into the
+        plaintext of its whole records, ``_encrypt`` a reply into records (both None for
+        plain TCP, which pays one test for each and no call).
+        """
         session = self.session
         stats = self.server.stats
         wait = self.server.switch_to_hub
@@ -446,19 +543,22 @@ class Connection:
         received = self.server.receive_view
         recv_into = self.sock.recv_into
         send = self.sock.send
-        feed = session.feed
-        keyword = KEYWORD
-        # Only feed() changes it: a local, so the session is not touched per message.
-        plain = session.plain
+        fast_reply = self.fast_reply
+        feed = session.feed_general
+        line_start, keyword_ended = _LINE_START, _KEYWORD_ENDED
+        # Only feeding changes it: a local, so the session is not looked at per message.
+        fast = session.state is line_start
+        decrypt, encrypt = self._decrypt, self._encrypt
         reads_per_turn = self.reads_per_turn
         counting = stats.counting
         full_reads = 0
         watch(self._watcher, READ, self.greenlet.switch)
-        # The loop waits only in wait() (READING) and in _send_rest (SENDING, after
-        # which READING is put back): the state is set once, not twice per message.
-        self.state = reading = State.READING
+        # The loop waits only in wait() (READING) and in _send_rest (SENDING, which puts
+        # READING back): the state is set once, not twice per message.
+        self._enter(READING)
         # finish_pending is set only while this greenlet waits in STARTING or SENDING
-        # (TRANSITIONS): it is read before the loop and after _send_rest, not per read.
+        # (TRANSITIONS), or by _decrypt: it is read before the loop, after _send_rest and
+        # after _decrypt, not per read.
         finishing = self.finish_pending
         while not finishing:
             if not input_ready:
@@ -472,22 +572,35 @@ class Connection:
             if not size:
                 self.input_ended = True
                 break
-            data = received[:size].tobytes()
             self.progressed = True
-            # UpperSession.feed's fast path, inlined: the Python call it saves was about 550
-            # of 14,000 instructions per message (tests/test_protocol_properties.py
-            # states the rule).
-            if plain and data[-1] == LF and data.isascii() and not data.partition(keyword)[1]:
-                reply = data.upper()
+            # A full buffer means the client is probably ahead of us: read again at once,
+            # but only a few times in a row (fairness: see the module's docstring).
+            if size == RECV_SIZE:
+                full_reads += 1
+                input_ready = full_reads < reads_per_turn
+            else:
+                input_ready = False
+            if decrypt is None:
+                data = received[:size].tobytes()
+            else:
+                data = decrypt(received[:size])
+                finishing = self.finish_pending  # close_notify: answer this, then finish
+                if not data:
+                    continue
+                size = len(data)
+            # The fast path (upper.protocol.fast_reply) at a clean line start: one Python
+            # call (a bare one is about 370 instructions under callgrind: docs/performance.md).
+            if fast and (reply := fast_reply(data)) is not None:
                 length = size
             else:
                 reply = feed(data)
-                plain = session.plain
-                if session.ended:
+                state = session.state
+                if state is keyword_ended:
                     stats.received(data)
-                    self.state = State.RUNNING
+                    self._enter(RUNNING)
                     self._send_all(reply)
                     return
+                fast = state is line_start
                 length = len(reply)
                 if counting and length != size:
                     stats.bytes_unsent += size - length  # held back, or resized by uppercase
@@ -497,41 +610,43 @@ class Connection:
                 stats.bytes_in += size
                 stats.lines_in += data.count(b"\n")
             if length:
+                if encrypt is None:
+                    wire = reply
+                else:
+                    wire = encrypt(reply)
+                    length = len(wire)
                 try:
-                    sent = send(reply)
+                    sent = send(wire)
                 except BlockingIOError:
                     sent = 0
                 if sent != length:
                     stats.waiting(reply)  # not counted as sent until the client has read it all
-                    self._send_rest(reply, sent)
+                    self._send_rest(wire, sent)
                     stats.sent(reply)
-                    self.state = reading
                     finishing = self.finish_pending
-            # A full buffer means the client is probably ahead of us: read again at once,
-            # but only a few times in a row (fairness: see the module's docstring).
-            if size == RECV_SIZE:
-                full_reads += 1
-                input_ready = full_reads < reads_per_turn
-            else:
-                input_ready = False
-        self.state = State.RUNNING
+        self._enter(RUNNING)
         self._send_all(session.end_of_input())
 
     def _send_all(self, data: bytes) -> None:
+        """Send a reply outside the loop's fast path: encrypted (TLS), counted as sent."""
         if data:
-            self._send_rest(data, 0)
+            self._send_rest(data if self._encrypt is None else self._encrypt(data), 0)
             self.server.stats.sent(data)
 
-    def _send_rest(self, data: bytes, sent: int) -> None:
-        """Send ``data[sent:]``, parking this greenlet (only) while the client is not reading.
+    def _send_rest(self, data: bytes, sent: int, waiting: State = SENDING) -> None:
+        """Send ``data[sent:]`` (bytes for the wire), parking this greenlet (only), in state
+        ``waiting``, while the client is not reading; the state before is put back after.
 
         This is the backpressure: nothing more is read meanwhile, so a client that
         does not read its replies cannot make the server buffer them. The watcher
-        turns to writing only if the kernel does not take it all at once.
+        turns to writing only if the kernel does not take it all at once. Every send
+        counts as activity for the idle timeout, except a handshake's (``HANDSHAKING`` is
+        bounded from the accept: ``Timeouts.handshake``).
         """
         view = memoryview(data)[sent:]
         wait = self.server.switch_to_hub
-        watching_writes = False
+        progress = waiting is SENDING
+        before = None
         try:
             while view:
                 try:
@@ -540,17 +655,19 @@ class Connection:
                     sent = 0
                 if sent:
                     view = view[sent:]
-                    self.active_at = self.server.loop.now()
+                    if progress:
+                        self.active_at = self.server.loop.now()
                     continue
-                if not watching_writes:
+                if before is None:
+                    before = self.state
                     watch(self._watcher, WRITE, self.greenlet.switch)
-                    watching_writes = True
-                self.state = State.SENDING
+                    self._enter(waiting)
                 wait()
-                self.state = State.RUNNING
         finally:
-            if watching_writes:
+            if before is not None:
                 watch(self._watcher, READ, self.greenlet.switch)
+        if before is not None:
+            self._enter(before)
 
     def _close_cleanly(self) -> None:
         """FIN first, then read and discard until the peer closes: never an RST over replies.
@@ -574,7 +691,7 @@ class Connection:
         # The peer needs a moment to read our FIN and answer it: wait first.
         watch(self._watcher, READ, self._drain)
         self.greenlet = None
-        self.state = State.DRAINING
+        self._enter(DRAINING)
 
     def _drain(self) -> None:
         """Input while ``DRAINING`` (a hub callback): discard it; close at the peer's EOF.
@@ -582,7 +699,7 @@ class Connection:
         One read per wake-up, so a peer that floods us here gets no more than its turn.
         """
         try:
-            if self.sock.recv(_DRAIN_SIZE):
+            if self.sock.recv(DRAIN_SIZE):
                 return
         except BlockingIOError:
             return

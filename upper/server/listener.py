@@ -60,7 +60,7 @@ def open_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
         try:
             for family, kind, proto, address in entries:
                 address = (address[0], chosen, *address[2:])
-                opened.append(_listen(family, kind, proto, address, backlog))
+                opened.append(listening_socket(family, kind, proto, address, backlog))
                 chosen = opened[-1].getsockname()[1]
         except OSError as exc:
             for sock in opened:
@@ -73,7 +73,8 @@ def open_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
-def _listen(family, kind, proto, address, backlog: int) -> socket.socket:
+def listening_socket(family, kind, proto, address, backlog: int) -> socket.socket:
+    """One non-blocking socket listening on ``address`` (an ``OSError`` if it cannot)."""
     sock = socket.socket(family, kind, proto)
     try:
         if sys.platform != "win32":

@@ -1,8 +1,10 @@
 """Giving freed memory back to the operating system, where the C library allows it.
 
-When idle connections hibernate, their greenlets end and the copies of their
-stacks are freed; glibc keeps most of those pages, so the process's resident
-size would not show it. ``malloc_trim(0)`` returns every free page of the heap.
+When idle connections hibernate, they give their greenlets back: up to 256 are
+parked for reuse (``ReusableGreenlets``), the rest end and the copies of their
+stacks are freed, as are the buffers the connections no longer hold. glibc keeps
+most of those pages, so the process's resident size would not show it.
+``malloc_trim(0)`` returns every free page of the heap.
 Elsewhere (macOS, Windows, musl) there is no such call and this does nothing.
 """
 

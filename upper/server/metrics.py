@@ -9,6 +9,14 @@ file outlives its process. The open-connections gauge is a ``livesum``, and
 the supervisor calls ``worker_exited`` for each worker it reaps, so a dead
 worker's connections stop counting as open.
 
+Process metrics (open descriptors against their limit, resident memory, CPU) are
+read from ``/proc`` at each scrape, by prometheus_client's ``ProcessCollector``:
+``process_*`` is the process serving ``/metrics`` (the server itself in a single
+process, the supervisor with ``--workers``), and ``upper_worker_process_*`` has one
+series per worker, labelled by ``pid``. Per worker rather than summed: each worker
+has its own open-file limit, and that ratio, not a total, is what runs out. Where
+there is no ``/proc`` (macOS, Windows) they are absent.
+
 Nothing runs per message: the server's ``ServerStats`` are plain attributes,
 and ``Exporter.export`` copies their growth into the metrics every
 ``EXPORT_INTERVAL`` seconds and once more when the server stops. Only the
@@ -56,6 +64,12 @@ COUNTERS = (
         {"reason": "timeout"},
     ),
     ("upper_tls_handshake_failures", "TLS handshakes that failed", "failed_handshakes", {}),
+    (
+        "upper_tls_renegotiations_refused",
+        "TLS connections closed for asking to renegotiate",
+        "refused_renegotiations",
+        {},
+    ),
 )
 
 
@@ -76,13 +90,47 @@ def serve(host: str, port: int):
 
     Raises ``OSError`` if the address cannot be listened on.
     """
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)
+    registry.register(WorkerProcesses())
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
+
+
+_worker_pids = tuple
+"""Returns the pids of the workers now (``report_workers``); none until a supervisor runs."""
+
+
+def report_workers(pids) -> None:
+    """From now on ``/metrics`` shows the process figures of the workers ``pids()`` names
+    (called from the scraping thread: it must only read, e.g. ``tuple(supervisor.workers)``)."""
+    global _worker_pids
+    _worker_pids = pids
+
+
+class WorkerProcesses:
+    """A collector: ``ProcessCollector``'s figures for each worker, labelled by ``pid``."""
+
+    namespace = "upper_worker"
+
+    def collect(self):
+        from prometheus_client import ProcessCollector
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        merged = {}
+        for pid in _worker_pids():
+            reader = ProcessCollector(self.namespace, pid=lambda pid=pid: pid, registry=None)
+            for family in reader.collect():  # nothing for a worker gone since: /proc says so
+                if family.name not in merged:
+                    kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
+                    merged[family.name] = kind(family.name, family.documentation, labels=["pid"])
+                for sample in family.samples:
+                    merged[family.name].add_metric([str(pid)], sample.value)
+        return list(merged.values())
 
 
 def worker_exited(pid: int) -> None:

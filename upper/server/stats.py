@@ -31,6 +31,7 @@ class ServerStats:
     proxy_rejected_invalid: int = 0  # missing or malformed PROXY header
     proxy_rejected_timeout: int = 0  # no whole header within --proxy-header-timeout
     failed_handshakes: int = 0
+    refused_renegotiations: int = 0  # a TLS client asked to renegotiate: refused, closed
 
     @property
     def lines_out(self) -> int:

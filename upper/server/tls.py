@@ -4,8 +4,10 @@
 ``ssl.SSLObject`` over two ``MemoryBIO``\\ s: the object is sans-I/O, so the
 connection keeps its own raw non-blocking socket, its one watcher, its state
 machine and its backpressure, and only adds encryption on the way in and out.
-The plaintext loop (``Connection._answer``) is untouched: a TLS connection runs
-its own variant of it, so no plaintext message pays a branch for TLS.
+It runs the one receive loop (``Connection._answer``) through two hooks:
+``_decrypt`` (what was read, to the plaintext of its whole records) and
+``_encrypt`` (a reply, to records); a plaintext message pays one test of each
+hook, no call.
 
 The handshake runs in the connection's greenlet, in ``State.HANDSHAKING``,
 never in the accept loop; the sweeper bounds it with ``Timeouts.handshake``
@@ -16,7 +18,10 @@ Error handling: a failed handshake (garbage, a plaintext client, a refused
 client certificate, a timeout, the peer leaving) closes that connection only;
 it is counted in ``ServerStats.failed_handshakes`` and logged at info with the
 peer's address and the reason, never with a traceback. A bad certificate or key
-given to the server is a ``TLSSetupError`` with a one-line message, at start.
+given to the server is a ``CertificateFilesError`` with a one-line message, at start.
+A client's attempt to renegotiate (TLS 1.2) is refused by OpenSSL: that is a
+refused handshake, not an error of ours, so it is logged at info, counted in
+``ServerStats.refused_renegotiations``, and the connection is closed.
 
 Closing: on ``DESCONEXION`` (or EOF, or a shutdown) every reply is sent, then
 the server's close_notify, then its FIN, then the usual drain: the client sees a
@@ -28,22 +33,17 @@ business, logged at debug.
 import logging
 import ssl
 
-from upper.green import READ, WRITE, watch
-from upper.server.connection import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    RECV_SIZE,
-    Action,
-    Connection,
-    Interrupted,
-    State,
-)
+from upper.green import READ, watch
+from upper.server import defaults
+from upper.server.connection import Connection, State, _Rejected
+from upper.server.defaults import RECV_SIZE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "TLSConnection", "TLSSetupError", "server_context"]
+__all__ = ["CertificateFilesError", "TLSConnection", "server_context"]
 
 
-class TLSSetupError(Exception):
+class CertificateFilesError(Exception):
     """The server's certificate, key or client CA cannot be used (a one-line message)."""
 
 
@@ -65,14 +65,26 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def server_context(cert: str, key: str | None = None, client_ca: str | None = None):
+def server_context(
+    cert: str,
+    key: str | None = None,
+    client_ca: str | None = None,
+    ciphers: str | None = None,
+):
     """The server's ``SSLContext``: the standard library's defaults for a server
-    (``create_default_context(Purpose.CLIENT_AUTH)``) with TLS 1.2 at least, the
-    certificate chain of ``cert`` (its key in ``key`` or in ``cert`` itself), and,
-    with ``client_ca``, client certificates required and verified against that CA.
+    (``create_default_context(Purpose.CLIENT_AUTH)``) with TLS 1.2 at least, TLS 1.2's
+    suites from ``ciphers`` (OpenSSL's cipher-list syntax; ``defaults.TLS_CIPHERS`` when
+    None), the certificate chain of ``cert`` (its key in ``key`` or in ``cert`` itself),
+    and, with ``client_ca``, client certificates required and verified against that CA.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.set_ciphers(defaults.TLS_CIPHERS if ciphers is None else ciphers)
+    except ssl.SSLError:
+        raise CertificateFilesError(
+            f"--tls-ciphers {ciphers!r}: OpenSSL selects no cipher suite from it"
+        ) from None
     for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path is None:
             continue
@@ -80,7 +92,8 @@ def server_context(cert: str, key: str | None = None, client_ca: str | None = No
             with open(path, "rb"):
                 pass
         except OSError as exc:
-            raise TLSSetupError(f"{option} {path}: cannot read it: {_reason(exc)}") from None
+            why = f"{option} {path}: cannot read it: {_reason(exc)}"
+            raise CertificateFilesError(why) from None
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
@@ -92,12 +105,12 @@ def server_context(cert: str, key: str | None = None, client_ca: str | None = No
                 f"cannot use {cert}" + (f" with {key}" if key else "") + ": it needs a PEM "
                 f"certificate and its private key{detail}"
             )
-        raise TLSSetupError(what) from None
+        raise CertificateFilesError(what) from None
     if client_ca is not None:
         try:
             context.load_verify_locations(cafile=client_ca)
         except ssl.SSLError as exc:
-            raise TLSSetupError(
+            raise CertificateFilesError(
                 f"--tls-client-ca {client_ca}: not a PEM CA certificate ({_reason(exc)})"
             ) from None
         context.verify_mode = ssl.CERT_REQUIRED
@@ -106,6 +119,11 @@ def server_context(cert: str, key: str | None = None, client_ca: str | None = No
 
 class HandshakeFailed(Exception):
     """The handshake did not complete; the message is why."""
+
+
+_RENEGOTIATION_REFUSED = {"NO_RENEGOTIATION", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+"""OpenSSL's reasons when a client asks to renegotiate after the handshake: its own
+``no renegotiation`` alert, or the handshake failure it reports for a refused one."""
 
 
 class TLSConnection(Connection):
@@ -131,19 +149,20 @@ class TLSConnection(Connection):
             try:
                 self._handshake()
             except HandshakeFailed as why:
-                self.server.stats.failed_handshakes += 1
-                log.info("%s: TLS handshake failed: %s", self.peer, why)
+                self._handshake_failed(str(why))
                 return
             input_ready = True  # the client's first records may have come with its Finished
-        self._answer_tls(input_ready)
+            if self._incoming.pending:
+                data = self._decrypt(b"")
+                if data and self._answer_input(data):
+                    return
+        super()._answer(input_ready)
 
     def _handshake(self) -> None:
         tls = self.tls
-        wait = self.server.switch_to_hub
-        buffer = self.server.receive_buffer  # shared: copied into the BIO before any switch
-        received = self.server.receive_view
+        received = self.server.receive_view  # shared: copied into the BIO before any switch
         watch(self._watcher, READ, self.greenlet.switch)
-        self.state = State.HANDSHAKING
+        self._enter(State.HANDSHAKING)
         try:
             while True:
                 try:
@@ -155,29 +174,15 @@ class TLSConnection(Connection):
                     self._flush_handshake()  # the alert tells the peer why
                     raise HandshakeFailed(_reason(exc)) from None
                 self._flush_handshake()
-                while True:
-                    wait()
-                    try:
-                        size = self.sock.recv_into(buffer)
-                    except BlockingIOError:
-                        continue
-                    break
+                size = self._receive()
                 if not size:
                     raise HandshakeFailed("the peer closed the connection")
                 self._incoming.write(received[:size])
             self._flush_handshake()
-        except Interrupted as why:
-            # FINISH (a shutdown) goes on to Connection._run: nothing to answer, and no
-            # session to close, so the connection just closes.
-            if why.action is Action.REJECT:
-                timeout = self.server.timeouts.handshake
-                raise HandshakeFailed(f"not done within {timeout}s") from None
-            raise
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise HandshakeFailed(f"connection lost: {exc.strerror}") from None
-        finally:
-            if self.state is State.HANDSHAKING:
-                self.state = State.RUNNING
+        # An interrupt (ThrownAction) leaves in HANDSHAKING: Connection._act decides in it.
+        self._enter(State.RUNNING)
         self._secure = True
         self.active_at = self.server.loop.now()
         if log.isEnabledFor(logging.DEBUG):
@@ -186,126 +191,83 @@ class TLSConnection(Connection):
     def _flush_handshake(self) -> None:
         """Send what the handshake wrote, waiting (still ``HANDSHAKING``) if the socket is full."""
         data = self._outgoing.read()
-        if not data:
+        if data:
+            self._send_rest(data, 0, State.HANDSHAKING)
+
+    def _handshake_failed(self, why: str) -> None:
+        self.server.stats.failed_handshakes += 1
+        log.info("%s: TLS handshake failed: %s", self.peer, why)
+
+    def _reject(self) -> None:
+        """``Action.REJECT`` while ``HANDSHAKING`` is the handshake timeout."""
+        if self.state is not State.HANDSHAKING:
+            super()._reject()
             return
-        view = memoryview(data)
-        wait = self.server.switch_to_hub
-        watch(self._watcher, WRITE, self.greenlet.switch)
-        try:
-            while view:
-                try:
-                    view = view[self.sock.send(view) :]
-                except BlockingIOError:
-                    wait()
-        finally:
-            watch(self._watcher, READ, self.greenlet.switch)
+        self._handshake_failed(f"not done within {self.server.timeouts.handshake}s")
 
     def _take_leftover(self, leftover: bytes) -> bool:
         """What came after a PROXY header is the start of the TLS handshake."""
         self._incoming.write(leftover)
         return True
 
-    # -- the answer loop over TLS ---------------------------------------------
+    # -- the receive loop's hooks -----------------------------------------------
 
-    def _answer_tls(self, input_ready: bool) -> None:
-        """``Connection._answer`` over TLS: the same receive, uppercase, send loop, fairness
-        and backpressure, with records decrypted after the read and replies encrypted
-        before the send."""
-        wait = self.server.switch_to_hub
-        buffer = self.server.receive_buffer
-        received = self.server.receive_view
-        recv_into = self.sock.recv_into
-        incoming_write = self._incoming.write
-        answer_records = self._answer_records
-        reads_per_turn = self.reads_per_turn
-        full_reads = 0
-        reading, running = State.READING, State.RUNNING
-        watch(self._watcher, READ, self.greenlet.switch)
-        # Records that came with the handshake's last flight are already in the BIO.
-        if self._incoming.pending and answer_records():
-            return
-        while not self.finish_pending:
-            if not input_ready:
-                self.state = reading
-                wait()
-                self.state = running
-                full_reads = 0
-            try:
-                size = recv_into(buffer)
-            except BlockingIOError:
-                input_ready = False
-                continue
-            if not size:
-                self.input_ended = True
-                log.debug("%s: TCP end of stream without close_notify", self.peer)
-                self._send_all(self.session.end_of_input())
-                return
-            self.progressed = True
-            incoming_write(received[:size])
-            if answer_records():
-                return
-            if size == RECV_SIZE:
-                full_reads += 1
-                input_ready = full_reads < reads_per_turn
-            else:
-                input_ready = False
-        self._send_all(self.session.end_of_input())
+    def _decrypt(self, ciphertext) -> bytes:
+        """The plaintext of every whole record received so far (``b""``: none yet).
 
-    def _answer_records(self) -> bool:
-        """Decrypt and answer every whole record received; True when the session is over.
-
-        Plaintext is taken RECV_SIZE at a time and each reply is sent before the next is
-        decrypted (backpressure), and nothing is left pending in the ``SSLObject`` when
-        this returns, so the greenlet never waits on the socket with input in hand.
+        A close_notify (the client's clean end of input) sets ``finish_pending``: what came
+        before it is answered, then the session finishes. What OpenSSL writes while reading
+        (the answer to a KeyUpdate) is sent before any reply. At most one read's records
+        and one partial record are decrypted at a time: the reply is sent before the next
+        read (backpressure).
         """
-        session = self.session
-        stats = self.server.stats
-        tls = self.tls
-        incoming = self._incoming
-        while True:
-            try:
-                data = tls.read(RECV_SIZE)
-            except ssl.SSLWantReadError:
-                break  # a record not whole yet
-            if not data:
-                # close_notify (the SSLObject returns b"" for it): the client's clean end
-                # of input.
-                self._send_all(session.end_of_input())
-                return True
-            stats.received(data)
-            reply = session.feed(data)
-            if reply:
-                self._send_encrypted(reply)
-                stats.sent(reply)
-            if session.ended:
-                return True
-            # Nothing left to decrypt: stop here rather than pay for the SSLWantReadError
-            # another read would raise (OpenSSL takes one record at a time from the BIO).
-            if not incoming.pending and not tls.pending():
-                break
-        if self._outgoing.pending:
-            self._send_rest(self._outgoing.read(), 0)  # e.g. the answer to a KeyUpdate
-        return False
-
-    def _send_encrypted(self, data: bytes) -> None:
-        self.tls.write(data)
-        records = self._outgoing.read()
+        incoming, tls = self._incoming, self.tls
+        incoming.write(ciphertext)
+        parts = []
         try:
-            sent = self.sock.send(records)
-        except BlockingIOError:
-            sent = 0
-        if sent != len(records):
-            self._send_rest(records, sent)
+            while True:
+                data = tls.read(RECV_SIZE)
+                if not data:
+                    self.finish_pending = True  # close_notify: the SSLObject returns b""
+                    break
+                parts.append(data)
+                # Nothing left to decrypt: stop here rather than pay for the SSLWantReadError
+                # another read would raise (OpenSSL takes one record at a time from the BIO).
+                if not incoming.pending and not tls.pending():
+                    break
+        except ssl.SSLWantReadError:
+            pass  # a record not whole yet
+        except ssl.SSLError as exc:
+            if exc.reason not in _RENEGOTIATION_REFUSED:
+                raise
+            self._renegotiation_refused()
+        if self._outgoing.pending:
+            self._send_rest(self._outgoing.read(), 0)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _send_all(self, data: bytes) -> None:
-        if data:
-            self._send_encrypted(data)
-            self.server.stats.sent(data)
+    def _renegotiation_refused(self) -> None:
+        """The client asked to renegotiate: OpenSSL refused it and its alert says so. Not our
+        error, a refused handshake: counted apart, logged at info, closed without a reply."""
+        self.server.stats.refused_renegotiations += 1
+        log.info("%s: closed: TLS renegotiation refused", self.peer)
+        if self._outgoing.pending:
+            try:
+                self.sock.send(self._outgoing.read())  # the alert, if the socket takes it
+            except OSError:
+                pass
+        raise _Rejected
+
+    def _encrypt(self, data: bytes) -> bytes:
+        """A reply as TLS records (the loop's and ``_send_all``'s hook)."""
+        self.tls.write(data)
+        return self._outgoing.read()
 
     def _close_cleanly(self) -> None:
         """Every reply is out: close_notify, then FIN and the drain (``Connection``'s)."""
         if not self._secure:
             return  # no session to close; ``_release`` closes the socket
+        if self.input_ended:
+            log.debug("%s: TCP end of stream without close_notify", self.peer)
         try:
             self.tls.unwrap()
         except ssl.SSLWantReadError:
