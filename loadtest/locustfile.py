@@ -30,6 +30,7 @@ except ImportError:  # run from a checkout that is not installed
     from upper.loadtest.tcp_user import REQUEST_TYPE, TcpUser
 
 from upper.cli.options import number
+from upper.client.duplex import DEFAULT_TIMEOUT
 from upper.protocol import ends_session, uppercase
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ DEFAULTS = {
     "message_size": 32,
     "unicode": False,
     "think_time": 0.0,
-    "socket_timeout": 5.0,
+    "socket_timeout": DEFAULT_TIMEOUT,
     "pipeline_depth": 1,
     "stall_threshold": 1.0,
 }
@@ -251,3 +252,13 @@ class UpperUser(TcpUser):
         for line in lines:
             gevent.sleep(self.think_time)
             yield line
+
+
+if __name__ == "__main__":
+    # `locust -f loadtest/locustfile.py --help` prints Locust's help before it imports
+    # this file (locust.argument_parser.parse_locustfile_option), so this file's options
+    # and TcpUser's --tls-* are not in it: `python loadtest/locustfile.py --help` prints
+    # the same help with them, built by the same parser and listeners.
+    from locust.argument_parser import get_parser
+
+    get_parser().print_help()

@@ -14,9 +14,15 @@ from upper.check.outcome import ServerGone
 from upper.check.report import TextReport, json_document
 from upper.check.runner import preflight, run_checks, select_checks
 from upper.check.target import Target
-from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
+from upper.cli.options import (
+    add_address_options,
+    add_client_tls_options,
+    number,
+    resolve_client_address,
+)
+from upper.client.duplex import DEFAULT_TIMEOUT
 from upper.client.tls import TLSSetupError, client_context_from
-from upper.protocol.address import AddressError, parse_address
+from upper.i18n import _
 
 PROG = "upper-check"
 EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -36,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_address_options(
-        parser, host_help="server address; HOST:PORT also works", port_help="server port"
+        parser,
+        host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
+        port_help="server port",
     )
     parser.add_argument(
         "--timeout",
         type=number(float, minimum=0, above=True, what="timeout"),
-        default=5.0,
+        default=DEFAULT_TIMEOUT,
         help="seconds to wait for each reply or close before calling the server late "
         "(default: %(default)s)",
     )
@@ -58,27 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _split_host_port(parser, args)
-    resolve_port(parser, args, lowest=1)
+    resolve_client_address(parser, args)
     try:
         args.checks = select_checks(args.only)
     except KeyError as unknown:
         parser.error(f"argument --only: no check named {unknown.args[0]!r} (see --help)")
     return args
-
-
-def _split_host_port(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``--host 10.0.0.7:5000`` or ``--host [::1]:5000``; a bare IPv6 address stays a host."""
-    host = args.host
-    if not (host.startswith("[") or host.count(":") == 1):
-        return
-    try:
-        args.host, port = parse_address(host)
-    except AddressError as exc:
-        parser.error(f"argument --host: {host!r}: {exc}")
-    if args.port is not None:
-        parser.error("argument --host: it already has a port; leave out --port")
-    args.port = str(port)
 
 
 def main(argv=None) -> int:

@@ -1,27 +1,20 @@
 """One connection of a check: bytes sent, the reply compared as it arrives, and how it ended.
 
 Everything the server is expected to send comes from ``UpperSession`` fed exactly
-the bytes sent (the server's own definition of the protocol). The socket is
-non-blocking and every wait goes through one selector loop, so the checker reads
-while it writes (a server answering a long line never blocks on us), and every
-wait is bounded twice: by the target's timeout for the server's next move, and
-by the check's deadline.
+the bytes sent (the server's own definition of the protocol). The connection is
+the client library's ``Duplex`` in duplex mode: every wait goes through its one
+selector, so the checker reads while it writes (a server answering a long line
+never blocks on us), and every wait is bounded twice: by the target's timeout
+for the server's next move, and by the check's deadline.
 """
 
-import selectors
-import socket
-import ssl
 import time
 
 from upper.check.matching import CONTEXT, Mismatch, ReplyMatcher
 from upper.check.outcome import CheckFailed, Evidence, ServerGone
 from upper.check.target import ConnectError, Target
-from upper.client.tls import shutdown_write
 from upper.protocol import UpperSession
 
-RECV_SIZE = 256 * 1024
-_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-"""Nothing to do yet: wait for the selector (over TLS a record may be half received)."""
 SENT_SHOWN = 80
 """Bytes of what was sent that a failure shows."""
 
@@ -47,19 +40,22 @@ class Conversation:
         self.target = target
         self.deadline = deadline
         try:
-            self.sock = target.open_socket()
+            self.connection = target.open()
         except ConnectError as exc:
             raise ServerGone(str(exc)) from None
         opened.append(self)  # the runner closes it when the check ends, or overruns
-        self.sock.setblocking(False)
+        self.connection.start_duplex()
         self.session = UpperSession()
         self.matcher = ReplyMatcher()
         self.ended_by_server: str | None = None
         """``FIN`` or ``RESET`` once the server closed its side."""
         self._sent_head = bytearray()
         self._sent_total = 0
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.sock, selectors.EVENT_READ)
+
+    @property
+    def sock(self):
+        """The connection's socket, for a selector that waits on many conversations."""
+        return self.connection.socket
 
     # -- sending ----------------------------------------------------------------
 
@@ -80,7 +76,7 @@ class Conversation:
         """Shut down our sending side (EOF): the server answers what it holds and closes."""
         self.matcher.expect(self.session.end_of_input())
         try:
-            shutdown_write(self.sock)  # over TLS too: the session stays, to read the replies
+            self.connection.shutdown_write()
         except OSError:
             self._note_reset()
 
@@ -88,7 +84,7 @@ class Conversation:
         """Let what was just sent travel alone (its own segment), reading meanwhile."""
         end = min(time.monotonic() + seconds, self.deadline)
         while self.ended_by_server is None and (left := end - time.monotonic()) > 0:
-            if self._selector.select(left):
+            if self.connection.wait(left)[0]:
                 self._read()
 
     # -- waiting ----------------------------------------------------------------
@@ -134,21 +130,16 @@ class Conversation:
         socket's pending error shows a later reset.
         """
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
-        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+        if self.connection.pending_error():
             self.ended_by_server = RESET
             raise self._reset_failure()
 
     def close(self) -> None:
-        self._selector.close()
-        self.sock.close()
+        self.connection.close()
 
     def abort(self) -> None:
         """Close from another thread: ``shutdown`` first, as it wakes a blocked call."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.close()
+        self.connection.abort()
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -165,7 +156,6 @@ class Conversation:
         steady server is not late; the check's deadline bounds the whole.
         """
         last_progress = time.monotonic()
-        events = selectors.EVENT_READ
         while True:
             if out is not None and not out:
                 out = None
@@ -174,23 +164,20 @@ class Conversation:
                     return
                 if self.ended_by_server is not None:
                     raise self._ended_early(doing)  # what done() waits for can never come
-            wanted = (0 if self.ended_by_server else selectors.EVENT_READ) | (
-                selectors.EVENT_WRITE if out is not None else 0
-            )
-            if wanted != events:
-                self._selector.modify(self.sock, wanted)
-                events = wanted
             now = time.monotonic()
             if now >= self.deadline:
                 raise self._failure(f"the check ran out of time while {doing}")
             wait = min(self.target.timeout - (now - last_progress), self.deadline - now)
             if wait <= 0:
                 raise _Timeout(self._late(doing), self.evidence(self.matcher.shortfall()))
-            for _key, mask in self._selector.select(wait):
-                if mask & selectors.EVENT_READ and self.ended_by_server is None:
+            readable, writable, _ = self.connection.wait(
+                wait, read=self.ended_by_server is None, write=out is not None
+            )
+            if readable or writable:
+                if readable and self.ended_by_server is None:
                     self._read()
                     last_progress = time.monotonic()
-                if mask & selectors.EVENT_WRITE and out is not None:
+                if writable and out is not None:
                     sent = self._write(out)
                     if sent is None:
                         out = None  # reset: the rest can never be delivered
@@ -199,21 +186,19 @@ class Conversation:
                         last_progress = time.monotonic()
 
     def _read(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except _NOT_NOW:
-                return
-            except OSError:
-                self._note_reset()
-                return
-            if not data:
-                self.ended_by_server = FIN
-                return
-            self._compare(data)
-            # An SSLSocket may hold decrypted bytes the selector cannot see.
-            if not getattr(self.sock, "pending", int)():
-                return
+        try:
+            data = self.connection.receive_some()
+        except OSError:
+            self._note_reset()
+            return
+        if data is None:
+            return
+        if not data:
+            self.ended_by_server = FIN
+            return
+        self._compare(data)
+        if self.connection.closed_after:
+            self.ended_by_server = FIN
 
     def _compare(self, data: bytes) -> None:
         try:
@@ -224,9 +209,7 @@ class Conversation:
     def _write(self, out) -> int | None:
         """Bytes sent, or ``None`` when the connection can take no more."""
         try:
-            return self.sock.send(out)
-        except _NOT_NOW:
-            return 0
+            return self.connection.send_some(out)
         except OSError:
             self._note_reset()
             self._read_what_is_left()
@@ -237,13 +220,7 @@ class Conversation:
 
     def _read_what_is_left(self) -> None:
         """Replies that arrived before a reset can still be read: compare them too."""
-        while True:
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except OSError:
-                return
-            if not data:
-                return
+        if data := self.connection.receive_rest():
             self._compare(data)
 
     # -- failures ---------------------------------------------------------------

@@ -46,7 +46,7 @@ def select_checks(names: Iterable[str] | None) -> list[Check]:
 def preflight(target: Target) -> None:
     """Raise ``ServerGone`` (with the client's one-line reason) if nothing listens."""
     try:
-        target.open_socket().close()
+        target.open().close()
     except ConnectError as exc:
         raise ServerGone(str(exc)) from None
 

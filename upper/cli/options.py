@@ -74,6 +74,29 @@ def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowe
         parser.error(f"{source}: {exc}")
 
 
+def resolve_client_address(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    """The client side's ``--host`` (the CLI's, the checker's): ``HOST`` with ``--port``, or
+    ``HOST:PORT``, ``[::1]:5000``, ``tcp://HOST:PORT``, ``tls://HOST:PORT`` (which turns
+    on ``--tls``), as Locust's ``--host`` takes them; then the port is checked."""
+    from upper.client.url import AddressError, parse_endpoint  # the one address syntax
+
+    text = args.host
+    try:
+        endpoint = parse_endpoint(text, port_required=False)
+    except AddressError as exc:
+        parser.error(_("argument --host: {text!r}: {reason}").format(text=text, reason=exc))
+    args.host = endpoint.host
+    if endpoint.port is not None:
+        if args.port is not None:
+            parser.error(_("argument --host: it already has a port; leave out --port"))
+        args.port = str(endpoint.port)
+    if endpoint.tls:
+        args.tls = True
+    resolve_port(parser, args, lowest=1)
+
+
 def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: float) -> None:
     """The server's ``--tls-*`` options (checked by ``check_server_tls_options``);
     ``handshake_timeout`` is the default of ``--tls-handshake-timeout``."""

@@ -4,11 +4,18 @@ import argparse
 import os
 import sys
 
-from upper.cli.options import add_address_options, add_client_tls_options, number, resolve_port
+from upper.cli.options import (
+    add_address_options,
+    add_client_tls_options,
+    number,
+    resolve_client_address,
+)
 from upper.client.client import UpperClient
+from upper.client.duplex import DEFAULT_TIMEOUT, Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
+from upper.i18n import _
 from upper.protocol import encode_text, ends_session
 
 PROG = "upper_client"
@@ -21,11 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
         "its reply. With a terminal: an interactive session. With piped input: a filter "
         "that uppercases stdin to stdout through the server.",
     )
-    add_address_options(parser, host_help="server address", port_help="server port")
+    add_address_options(
+        parser,
+        host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
+        port_help="server port",
+    )
     parser.add_argument(
         "--timeout",
         type=number(float, minimum=0, above=True, what="timeout"),
-        default=5.0,
+        default=DEFAULT_TIMEOUT,
         help="seconds to wait for the server before giving up (default: %(default)s)",
     )
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="lines to send")
@@ -36,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    resolve_port(parser, args, lowest=1)
+    resolve_client_address(parser, args)
     for message in args.messages:
         if "\n" in message:
             parser.error("a MESSAGE cannot contain a newline: pass each line as its own argument")
@@ -75,11 +86,8 @@ def interactive(client: UpperClient) -> int:
         pass
     key = end_of_input_key()
     print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
-    watch = ServerWatch(
-        client._require_socket(),
-        lambda: server_gone_unattended(client, watch),
-        keep=client._buffer.extend,  # over TLS: bytes the watcher had to read to see a close
-    )
+    connection = client.connection
+    watch = ServerWatch(connection, lambda: server_gone_unattended(connection, watch))
     with watch:
         while True:
             try:
@@ -89,7 +97,7 @@ def interactive(client: UpperClient) -> int:
                 break
             except ServerGone:
                 print()
-                raise client._broken(watch.cause) from None
+                raise connection.failure(watch.cause) from None
             if ends_session(encode_text(line)):
                 break
             write_line(client.upper(line))
@@ -98,10 +106,10 @@ def interactive(client: UpperClient) -> int:
     return 0
 
 
-def server_gone_unattended(client: UpperClient, watch: ServerWatch) -> None:
+def server_gone_unattended(connection: Duplex, watch: ServerWatch) -> None:
     """The server went away and input() cannot be interrupted here: say so and end."""
     print(file=sys.stdout, flush=True)
-    print(f"{PROG}: error: {client._broken(watch.cause)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {connection.failure(watch.cause)}", file=sys.stderr, flush=True)
     os._exit(1)
 
 

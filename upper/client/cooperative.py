@@ -31,7 +31,7 @@ from upper.green import switch_to_hub
 
 RECV_SIZE = 64 * 1024
 """Under glibc's mmap threshold: a larger buffer costs an mmap/munmap per read."""
-_LONGEST_UPPERCASE = 3
+LONGEST_UPPERCASE = 3
 """A reply is at most 3 times as long as its line in UTF-8 (``ΰ`` -> ``Ϋ́``)."""
 
 _SEND_INCOMPLETE = object()
@@ -164,7 +164,7 @@ class Cooperative:
         queued.append(self)
         # Asking for no more than the reply can be spares allocating (then
         # shrinking) a 64 KiB buffer for every 30-byte reply.
-        return self._wait_and_recv(current, None, _LONGEST_UPPERCASE * len(line))
+        return self._wait_and_recv(current, None, LONGEST_UPPERCASE * len(line))
 
     def recv(self) -> bytes:
         """Wait for input and return it (``b""`` when the server has closed)."""

@@ -10,33 +10,27 @@ watched: there a thread copies the source into a socket pair (``SourceRelay``)
 and the exchange watches the other end. The same bounded memory holds, since
 the thread blocks when the socket pair's buffers are full.
 
-Error handling: every failure is reported through the owning client
-(``UpperClient._broken``), which closes the connection and words the error.
-A failure to read the source is raised as it is.
+Error handling: every failure is worded by the connection (``Duplex.failure``),
+which also closes it. A failure to read the source is raised as it is.
 """
 
 import os
-import selectors
 import socket
-import ssl
 import sys
 import threading
 from collections.abc import Iterator
 
-from upper.client.tls import shutdown_write
 from upper.protocol import KeywordScanner
 
 RECV_SIZE = 256 * 1024
-_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-"""Try again when the selector says so (a TLS socket may want to read before it writes)."""
+"""The most one read of the source takes."""
 
 
 class PipelinedExchange:
-    """One pipelined ``stream()``: writes input while reading replies, on one selector."""
+    """One pipelined ``stream()`` on a :class:`~upper.client.duplex.Duplex` in duplex mode."""
 
-    def __init__(self, client, sock, chunks, source_fd, half_close):
-        self.client = client
-        self.sock = sock
+    def __init__(self, duplex, chunks, source_fd, half_close):
+        self.duplex = duplex
         self.half_close = half_close
         self.pending = memoryview(b"")
         self.sent_lines = 0
@@ -47,77 +41,58 @@ class PipelinedExchange:
         self.source = source_fd
         """What the selector watches and ``_read_source`` reads: the fd, or the relay's socket."""
         self.relay: SourceRelay | None = None
-        self.tls = hasattr(sock, "pending")
-        self.closed_after = False
-        """The server's end of stream came right after the last data yielded (TLS)."""
         # Whether the input itself ended the session with a DESCONEXION line.
         self.keyword = KeywordScanner()
 
     def run(self) -> Iterator[bytes]:
-        selector = selectors.DefaultSelector()
         try:
-            yield from self._loop(selector)
+            yield from self._loop()
         finally:
-            selector.close()
             if self.relay is not None:
                 self.relay.close()
 
-    def _loop(self, selector) -> Iterator[bytes]:
-        sock = self.sock
-        sock_events = selectors.EVENT_READ
-        selector.register(sock, sock_events)
-        watch_source = self._watchable_source(selector)
-        source_watched = watch_source
+    def _loop(self) -> Iterator[bytes]:
+        duplex = self.duplex
+        watch_source = self._watchable_source()
         if not watch_source:
             self._pull_chunk()
         while not self._finished():
-            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending else 0)
-            if wanted != sock_events:
-                selector.modify(sock, wanted)
-                sock_events = wanted
             # Read the source only when its last chunk is sent: TCP backpressure then
             # bounds what this process holds, however large the input.
             wanted_source = watch_source and not self.source_done and not self.pending
-            if wanted_source != source_watched:
-                if wanted_source:
-                    selector.register(self.source, selectors.EVENT_READ)
-                else:
-                    selector.unregister(self.source)
-                source_watched = wanted_source
-            ready = selector.select(self._wait_limit())
-            if not ready:
-                raise self.client._broken(TimeoutError())
-            for key, events in ready:
-                if key.fileobj is not sock:
-                    self._read_source()
+            readable, writable, source_ready = duplex.wait(
+                self._wait_limit(),
+                write=bool(self.pending),
+                source=self.source if wanted_source else None,
+            )
+            if not (readable or writable or source_ready):
+                raise duplex.failure(TimeoutError())
+            if source_ready:
+                self._read_source()
+            if writable:
+                self._send_some(watch_source)
+            if readable:
+                data = self._recv_some()
+                if data is None:
                     continue
-                if events & selectors.EVENT_WRITE:
-                    self._send_some(watch_source)
-                if events & selectors.EVENT_READ:
-                    data = self._recv_some()
-                    if data is None:
-                        continue
-                    if not data:
-                        self._server_closed()
-                        return
-                    self.received_lines += data.count(b"\n")
-                    yield data
-                    if self.closed_after:
-                        self._server_closed()
-                        return
+                if not data:
+                    self._server_closed()
+                    return
+                self.received_lines += data.count(b"\n")
+                yield data
+                if duplex.closed_after:
+                    self._server_closed()
+                    return
 
-    def _watchable_source(self, selector) -> bool:
-        """Register a pipe or terminal to be watched; regular files are just read."""
+    def _watchable_source(self) -> bool:
+        """A pipe or terminal is watched; regular files are just read."""
         if self.source_fd is None:
             return False
         if not select_takes_pipes():
             self.relay = SourceRelay(self.source_fd)
             self.source = self.relay.socket
-            selector.register(self.source, selectors.EVENT_READ)
             return True
-        try:
-            selector.register(self.source_fd, selectors.EVENT_READ)
-        except (OSError, ValueError):
+        if not self.duplex.can_watch(self.source_fd):
             # epoll refuses regular files and /dev/null: they never block anyway.
             self.chunks = _read_chunks(self.source_fd)
             return False
@@ -126,7 +101,7 @@ class PipelinedExchange:
     def _wait_limit(self) -> float | None:
         """Time out only while the server owes us something; a quiet producer is no fault."""
         owed = self.pending or self.received_lines < self.sent_lines or self.source_done
-        return self.client.timeout if owed else None
+        return self.duplex.timeout if owed else None
 
     def _finished(self) -> bool:
         if not self.source_done or self.pending:
@@ -161,54 +136,29 @@ class PipelinedExchange:
         self.source_done = True
         if self.half_close:
             try:
-                shutdown_write(self.sock)
+                self.duplex.shutdown_write()
             except OSError as exc:
-                raise self.client._broken(exc) from None
+                raise self.duplex.failure(exc) from None
 
     def _send_some(self, watch_source: bool) -> None:
         try:
-            sent = self.sock.send(self.pending)
-        except _NOT_NOW:
-            return
+            sent = self.duplex.send_some(self.pending)
         except OSError as exc:
             if self.keyword.found:
                 # The session is over: what was not sent would never be answered anyway.
                 self.pending = memoryview(b"")
                 self.source_done = True
                 return
-            raise self.client._broken(exc, sending=True) from None
+            raise self.duplex.failure(exc, sending=True) from None
         self.pending = self.pending[sent:]
         if not watch_source:
             self._pull_chunk()
 
     def _recv_some(self):
         try:
-            data = self.sock.recv(RECV_SIZE)
-            if data and self.tls:
-                data = self._more_records(data)
-            return data
-        except _NOT_NOW:
-            return None
+            return self.duplex.receive_some()
         except OSError as exc:
-            raise self.client._broken(exc) from None
-
-    def _more_records(self, data: bytes) -> bytes:
-        """An ``SSLSocket`` returns one record (16 KiB at most) per ``recv``: take every
-        one already received, up to ``RECV_SIZE``, and leave none decrypted but unread in
-        the ``SSLSocket`` (``pending()``), where the selector cannot see it."""
-        chunks = [data]
-        size = len(data)
-        while size < RECV_SIZE or self.sock.pending():
-            try:
-                more = self.sock.recv(RECV_SIZE)
-            except _NOT_NOW:
-                break
-            if not more:
-                self.closed_after = True
-                break
-            chunks.append(more)
-            size += len(more)
-        return b"".join(chunks)
+            raise self.duplex.failure(exc) from None
 
     def _server_closed(self) -> None:
         """EOF from the server: the expected end, or the server going away."""
@@ -216,7 +166,7 @@ class PipelinedExchange:
             return  # a DESCONEXION line in the input ended the session
         if self.half_close and self.source_done and self.received_lines >= self.sent_lines:
             return  # our EOF, answered in full
-        raise self.client._broken(unanswered=self.sent_lines - self.received_lines)
+        raise self.duplex.failure(unanswered=self.sent_lines - self.received_lines)
 
 
 def _read_chunks(fd: int) -> Iterator[bytes]:

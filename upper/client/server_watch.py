@@ -9,16 +9,18 @@ thread, and the watcher, which takes a lock the main thread also takes on
 leaving the prompt, never looks at it then. The watcher only peeks
 (``MSG_PEEK``); it never consumes a byte. Over TLS nothing can be peeked (a
 server's close begins with close_notify, which only a read decodes), so there
-it reads, at the prompt and under the same lock, and hands any bytes it read
-to ``keep`` (the client's buffer): TLS session tickets read that way are
-nothing for the user, close_notify is the server gone.
+it reads, at the prompt and under the same lock, and the connection keeps any
+bytes it read for the client: TLS session tickets read that way are nothing for
+the user, close_notify is the server gone. Both are
+``Duplex.server_closed_now()``, the client's own way of asking.
 """
 
 import select
 import signal
 import socket
-import ssl
 import threading
+
+from upper.client.duplex import Duplex
 
 INTERRUPT = getattr(signal, "SIGUSR1", None)
 RESEND_INTERVAL = 0.1
@@ -33,7 +35,8 @@ def can_interrupt_input() -> bool:
 
 
 class ServerWatch:
-    """Watches ``sock`` while ``read_line()`` waits for the user. Create it in the main thread.
+    """Watches ``connection`` while ``read_line()`` waits for the user. Create it in the
+    main thread.
 
     Resource handling:
 
@@ -54,11 +57,10 @@ class ServerWatch:
       ``cause``, so the message can say so.
     """
 
-    def __init__(self, sock: socket.socket, on_gone_unattended=None, keep=None):
-        self.sock = sock
+    def __init__(self, connection: Duplex, on_gone_unattended=None):
+        self.connection = connection
+        self.sock = connection.socket
         self.on_gone_unattended = on_gone_unattended
-        self.keep = keep
-        """Called with bytes read (over TLS only) that the client must still see."""
         self.gone = False
         self.cause: OSError | None = None
         """The reset that ended the connection, or None if the server closed it."""
@@ -159,35 +161,14 @@ class ServerWatch:
             return True  # let the peek report it
 
     def _closed_by_server(self) -> bool | None:
-        if isinstance(self.sock, ssl.SSLSocket):
-            return self._closed_over_tls()
+        """True at a close or a reset, None if only TLS housekeeping came, False if data
+        came (kept by the connection for the client)."""
         try:
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return False
+            closed = self.connection.server_closed_now()
         except OSError as exc:
-            self.cause = exc  # reset
-            return True
-
-    def _closed_over_tls(self) -> bool | None:
-        """Read what came (see the module): True at close_notify or a reset, None if it was
-        only TLS housekeeping, False if it was data (kept for the client)."""
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0.0)
-        try:
-            data = self.sock.recv(65536)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
-            return None
-        except OSError as exc:
-            self.cause = exc  # reset, or a TLS failure
-            return True
-        finally:
-            self.sock.settimeout(timeout)
-        if not data:
-            return True
-        if self.keep is not None:
-            self.keep(data)
-        return False
+            closed, self.connection.reset_cause = True, exc
+        self.cause = self.connection.reset_cause
+        return closed
 
     def _tell_main_thread(self) -> None:
         if not can_interrupt_input():

@@ -20,36 +20,30 @@ a failure; a failed handshake is a ``connect`` failure with its reason.
 
 from __future__ import annotations
 
-import _socket
-import ctypes
 import logging
-import os
-import signal
 import ssl
-import sys
-from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import islice
 from time import perf_counter
 from types import SimpleNamespace
 
-import gevent
 from gevent import GreenletExit
-from locust import User, events
+from locust import User
 from locust.exception import CatchResponseError, LocustError, StopUser
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
 from upper.cli.options import add_client_tls_options
 from upper.client.client import UpperClient
-from upper.client.errors import ConnectionLost, UpperClientError
+from upper.client.duplex import DEFAULT_TIMEOUT
+from upper.client.errors import UpperClientError
 from upper.client.tls import TLSSetupError, client_context_from
+from upper.client.url import AddressError, SchemeError, parse_endpoint
+from upper.client.window import ExtraReply, Window
+from upper.loadtest import locust_hooks
 from upper.protocol import decode_text, encode_text, uppercase
-from upper.protocol.address import AddressError, parse_address
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "tcp://127.0.0.1:5000"
-SCHEMES = ("tcp", "tls")
 TLS_OPTIONS = {"prefix": "tls-", "cert_prefix": "client-"}
 """Locust's TLS options: ``--tls-cafile``, ``--tls-insecure``, ``--tls-client-cert`` and
 ``--tls-client-key`` (Locust's own ``--tls-cert`` and ``--tls-key`` serve its web UI)."""
@@ -72,20 +66,18 @@ def parse_host(host: str | None) -> tuple[str, int]:
     """``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT`` (``None`` or empty: the
     default) -> ``(HOST, PORT)``; ``uses_tls`` tells the scheme."""
     text = (host or DEFAULT_HOST).strip()
-    address = text
-    if "://" in address:
-        scheme, address = address.split("://", 1)
-        if scheme.lower() not in SCHEMES:
-            raise HostError(
-                f"invalid host {text!r}: the scheme must be tcp:// or tls:// "
-                f"(use tcp://HOST:PORT, tls://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
-            )
     try:
-        return parse_address(address.removesuffix("/"))
+        endpoint = parse_endpoint(text)
+    except SchemeError:
+        raise HostError(
+            f"invalid host {text!r}: the scheme must be tcp:// or tls:// "
+            f"(use tcp://HOST:PORT, tls://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
+        ) from None
     except AddressError as exc:
         raise HostError(
             f"invalid host {text!r}: {exc} (use tcp://HOST:PORT or HOST:PORT, e.g. {DEFAULT_HOST})"
         ) from None
+    return endpoint.host, endpoint.port
 
 
 def uses_tls(host: str | None) -> bool:
@@ -349,12 +341,7 @@ class LocustUpperClient:
         client = self.upper_client
         started = perf_counter()
         try:
-            if client.closed_by_server():
-                client.close()
-                raise ConnectionLost(
-                    f"server {client.address} closed the connection before DESCONEXION"
-                )
-            client.disconnect()
+            client.disconnect(strict=True)
         except UpperClientError as exc:
             return self._since(name, started, exc)
         except GreenletExit:
@@ -452,48 +439,33 @@ class LocustUpperClient:
         another line in flight is a failure that says so. Returns whether the
         connection is still open; when it is lost, every line in flight fails.
         """
-        client = self.upper_client
-        send_lines = client.send_lines
-        receive_lines = client.receive_lines
         fire = self._fire
         context = self._context
-        in_flight: deque[tuple[bytes, float]] = deque()  # (expected, without b"\n"; sent at)
-        source = iter(lines)
-        batch = list(islice(source, depth))
+        tagged = ((line, expected[:-1]) for line, expected in lines)
+        window = Window(self.upper_client, tagged, depth)
+        in_flight = window.in_flight  # (expected, without b"\n"; sent at)
         previous = None
         try:
-            while True:
-                if batch:
-                    sent_at = perf_counter()
-                    for _, expected in batch:
-                        in_flight.append((expected[:-1], sent_at))
-                    send_lines(b"".join([line for line, _ in batch]))
-                if not in_flight:
-                    return True
-                replies = receive_lines()
-                arrived = perf_counter()
-                for reply in replies:
-                    if not in_flight:
-                        client.close()
-                        extra = decode_text(reply)[:_MISMATCH_SHOWN]
-                        self._record(
-                            name, 0.0, len(reply) + 1, WrongReply(f"a reply to no line: {extra!r}")
-                        )
-                        return False
-                    expected, sent_at = in_flight.popleft()
-                    error = None
-                    if reply != expected:
-                        error = WrongReply(_misplaced(reply, expected, previous, in_flight))
-                    fire(
-                        request_type=REQUEST_TYPE,
-                        name=name,
-                        response_time=(arrived - sent_at) * 1000,
-                        response_length=len(reply) + 1,
-                        exception=error,
-                        context=context,
-                    )
-                    previous = expected
-                batch = list(islice(source, len(replies)))
+            for reply, expected, sent_at, arrived in window.replies():
+                error = None
+                if reply != expected:
+                    error = WrongReply(_misplaced(reply, expected, previous, in_flight))
+                fire(
+                    request_type=REQUEST_TYPE,
+                    name=name,
+                    response_time=(arrived - sent_at) * 1000,
+                    response_length=len(reply) + 1,
+                    exception=error,
+                    context=context,
+                )
+                previous = expected
+            return True
+        except ExtraReply as extra:
+            quoted = decode_text(extra.reply)[:_MISMATCH_SHOWN]
+            self._record(
+                name, 0.0, len(extra.reply) + 1, WrongReply(f"a reply to no line: {quoted!r}")
+            )
+            return False
         except UpperClientError as exc:
             now = perf_counter()
             for _, sent_at in in_flight:
@@ -502,10 +474,9 @@ class LocustUpperClient:
         except GreenletExit:
             for _, sent_at in in_flight:
                 self._stalled(name, sent_at, "no reply")
-            client.close()
             raise
         except BaseException:
-            client.close()  # out of step: replies to the lines in flight may still come
+            self.upper_client.close()  # out of step: replies to the lines in flight may still come
             raise
 
 
@@ -521,36 +492,6 @@ def _misplaced(reply: bytes, expected: bytes, previous: bytes | None, in_flight)
     return describe_mismatch(wanted, got)
 
 
-class _NumericHostsFirst:
-    """gevent's resolver, except that numeric addresses are answered on the spot.
-
-    gevent's default resolver runs every ``getaddrinfo()``, even for ``127.0.0.1``,
-    in a native thread that must win the GIL back from a busy Locust process:
-    under load, ``connect`` then timed the resolver (seconds) instead of the
-    TCP handshake (milliseconds). Host names still go to gevent's resolver.
-    """
-
-    def __init__(self, resolver) -> None:
-        self.resolver = resolver
-
-    def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
-        try:
-            return _socket.getaddrinfo(
-                host, port, family, type, proto, flags | _socket.AI_NUMERICHOST
-            )
-        except _socket.gaierror:  # a name: resolve it the usual way
-            return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
-
-    def __getattr__(self, name):
-        return getattr(self.resolver, name)
-
-
-def _answer_numeric_hosts_at_once() -> None:
-    hub = gevent.get_hub()
-    if not isinstance(hub.resolver, _NumericHostsFirst):
-        hub.resolver = _NumericHostsFirst(hub.resolver)
-
-
 class TcpUser(User):
     """Abstract base of Locust users that talk to an UPPER server over TCP.
 
@@ -562,7 +503,7 @@ class TcpUser(User):
 
     abstract = True
     host = DEFAULT_HOST
-    socket_timeout: float = 5.0
+    socket_timeout: float = DEFAULT_TIMEOUT
     """Seconds to wait for a connection, a reply or the server's close."""
     stall_threshold: float = 1.0
     """A request still waiting after this many seconds when the user is stopped is a failure."""
@@ -573,7 +514,7 @@ class TcpUser(User):
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
-        _answer_numeric_hosts_at_once()
+        locust_hooks.prepare_user_process()
         try:
             address = parse_host(self.host)
         except HostError:
@@ -645,99 +586,23 @@ def host_errors(environment) -> list[str]:
     return sorted(set(problems))
 
 
-@events.init_command_line_parser.add_listener
-def _check_host_with_the_options(parser, **_kwargs) -> None:
-    """``--host`` is refused with the other invalid options, as argparse refuses them.
-
-    That is before ``--processes`` forks its workers: a check at ``init`` comes too
-    late for them (a worker reaches ``init`` only once it has reached its master).
-    """
-    parse_args = parser.parse_args
-
-    def parse_and_check_host(*args, **kwargs):
-        options = parse_args(*args, **kwargs)
-        host = getattr(options, "host", None)
-        if host:
-            try:
-                parse_host(host)
-            except HostError as exc:
-                parser.error(f"argument -H/--host: {exc}")
-        try:
-            client_context_from(_tls_options(options), **TLS_OPTIONS)
-        except TLSSetupError as exc:
-            parser.error(f"TLS: {exc}")
-        return options
-
+def _add_options(parser) -> None:
     add_client_tls_options(parser, **TLS_OPTIONS, sentences=True, include_in_web_ui=True)
-    parser.parse_args = parse_and_check_host
-    _die_with_the_parent_after_fork()
 
 
-def _die_with_the_parent_after_fork() -> None:
-    """Workers forked by ``--processes`` end when the process that forked them does.
-
-    Locust's workers otherwise outlive a master that exited at start, retrying it
-    for minutes. Linux only (``prctl``); elsewhere workers end when their master
-    stops sending heartbeats.
-    """
-    global _dying_with_the_parent
-    if not sys.platform.startswith("linux") or _dying_with_the_parent:
-        return
-    _dying_with_the_parent = True
-    forking = [0]  # the pid of the process that forks, as the child sees it
-
-    def before() -> None:
-        forking[0] = os.getpid()
-
-    def in_child() -> None:
+def _check_options(options) -> str | None:
+    """``--host`` and the ``--tls-*`` files, refused with the other invalid options."""
+    host = getattr(options, "host", None)
+    if host:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):  # no prctl: rely on the master's heartbeats
-            return
-        if os.getppid() != forking[0]:  # the parent was gone before prctl: no signal will come
-            os._exit(1)
-
-    os.register_at_fork(before=before, after_in_child=in_child)
-
-
-_PR_SET_PDEATHSIG = 1
-_dying_with_the_parent = False
+            parse_host(host)
+        except HostError as exc:
+            return f"argument -H/--host: {exc}"
+    try:
+        client_context_from(_tls_options(options), **TLS_OPTIONS)
+    except TLSSetupError as exc:
+        return f"TLS: {exc}"
+    return None
 
 
-@events.init.add_listener
-def _check_hosts_at_init(environment, **_kwargs) -> None:
-    """A ``TcpUser`` class's own malformed ``host`` (``--host`` was checked with the
-    options): refuse to start. After ``--processes`` has forked, its workers end
-    with this process (``_die_with_the_parent_after_fork``)."""
-    problems = host_errors(environment)
-    if problems:
-        for problem in problems:
-            log.error("%s", problem)
-        sys.exit(1)
-
-
-@events.test_start.add_listener
-def _check_hosts_at_start(environment, **_kwargs) -> None:
-    """A host typed into the web UI: report it and stop the run that just started."""
-    runner = environment.runner
-    if runner is None or isinstance(runner, WorkerRunner):
-        return
-    problems = host_errors(environment)
-    if problems:
-        for problem in problems:
-            log.error("%s; stopping the test", problem)
-        gevent.spawn_later(0.1, runner.stop)
-
-
-@events.quitting.add_listener
-def _stop_users_before_the_exit_code(environment, **_kwargs) -> None:
-    """Ctrl+C or SIGTERM: stop the users first, so that stalls count in the exit code.
-
-    Locust decides its exit code right after this event and stops the users only
-    afterwards; the requests found stalled as they are killed would then be in the
-    report but not in the exit code. (A run that ends by ``-t`` is stopped first.)
-    """
-    runner = environment.runner
-    if isinstance(runner, LocalRunner):
-        runner.stop()  # does nothing when the test is already stopped
+locust_hooks.install(_check_options, host_errors, _add_options)
