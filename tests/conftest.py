@@ -12,6 +12,10 @@ from tls_support import Transport, make_certificates
 
 SOCKET_TIMEOUT = 10.0
 
+# The suite reads the command lines' English: a developer's Spanish locale must not change
+# it (LANGUAGE comes first where gettext looks). tests/test_languages.py sets its own.
+os.environ["LANGUAGE"] = "en"
+
 
 @pytest.fixture(scope="module")
 def server():

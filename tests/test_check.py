@@ -232,7 +232,7 @@ def test_nothing_listening_is_exit_2_with_one_line():
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr == (
-        f"upper-check: error: could not connect to 127.0.0.1:{port}: "
+        f"python -m upper.check: error: could not connect to 127.0.0.1:{port}: "
         "connection refused (is the server running?)\n"
     )
 
@@ -251,7 +251,9 @@ def test_usage_errors_are_exit_2(args, complaint, capsys):
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2
-    assert complaint in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()  # one line, not the usage block
+    assert complaint in line
+    assert line.startswith("upper-check: error: ") and line.endswith(" (see upper-check --help)")
 
 
 def test_host_may_carry_the_port(capsys):

@@ -66,7 +66,8 @@ def assert_one_error_line(stderr: bytes, *mentions: str) -> None:
     assert "Traceback" not in text, text
     lines = text.strip().splitlines()
     assert len(lines) == 1, text
-    assert lines[0].startswith("upper_client: error:"), text
+    # `-m upper_client`, or the patched `-c` command, which names the console script
+    assert lines[0].startswith(("python -m upper_client: error:", "upper-client: error:")), text
     for mention in mentions:
         assert mention in lines[0], text
 
@@ -235,8 +236,11 @@ def test_message_with_newline_is_a_usage_error(fake_server, message):
     assert result.returncode == 2
     assert result.stdout == b""
     stderr = result.stderr.decode()
-    assert stderr.startswith("usage: upper_client")
-    assert "newline" in stderr.strip().splitlines()[-1]
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("python -m upper_client: error:"), stderr
+    assert lines[0].endswith(" (see python -m upper_client --help)"), stderr
+    assert "newline" in lines[0]
     assert "Traceback" not in stderr
     assert not fake.received, "nothing is sent when the arguments are wrong"
 
@@ -270,7 +274,9 @@ def test_bad_options_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as exited:
         parse_args([*args, "hola"])
     assert exited.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("upper_client: error:")
+    (line,) = capsys.readouterr().err.splitlines()  # one line, not the usage block
+    assert line.startswith("upper-client: error:")  # in-process: no -m, the script's name
+    assert line.endswith(" (see upper-client --help)")
 
 
 def test_bad_port_environment_is_a_usage_error():
@@ -929,7 +935,7 @@ def test_tls_insecure_connects_with_a_warning(tls_server):
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"HOLA\n"
     [warning] = result.stderr.decode().strip().splitlines()
-    assert warning.startswith("upper_client: warning:") and "not verified" in warning
+    assert warning.startswith("python -m upper_client: warning:") and "not verified" in warning
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -36,14 +36,20 @@ def run_server(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )
 
 
+PROG = "python -m upper_server"
+"""What the tests type, so what the messages name the command."""
+
+
 def assert_usage_error(result: subprocess.CompletedProcess, mentions: str) -> None:
+    """One line (not the usage block), with a pointer to --help, and exit status 2."""
     assert result.returncode == 2, result
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("usage: upper_server"), result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("upper_server: error:"), result.stderr
-    assert mentions in last, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{PROG}: error:"), result.stderr
+    assert lines[0].endswith(f" (see {PROG} --help)"), result.stderr
+    assert mentions in lines[0], result.stderr
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, mentions: str) -> None:
@@ -52,7 +58,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, mentions: str) ->
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("upper_server: error:"), result.stderr
+    assert lines[0].startswith(f"{PROG}: error:"), result.stderr
     assert mentions in lines[0], result.stderr
 
 

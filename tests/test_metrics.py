@@ -121,7 +121,8 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_1():
         )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"upper_server: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        f"python -m upper_server: error: cannot serve metrics on 127.0.0.1:{port}: "
+        "Address already in use"
     ]
     assert result.stdout == ""
 

@@ -125,7 +125,7 @@ def test_workers_without_fork_is_one_line_and_exit_2(workers):
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("upper_server: error: argument --workers:"), result.stderr
+    assert last.startswith("upper-server: error: argument --workers:"), result.stderr  # -c
     assert "fork" in last and "--workers 1" in last
     assert result.stdout == ""
 
@@ -217,5 +217,5 @@ def test_one_address_in_use_fails_the_whole_start_with_one_line():
         result = run(command)
     assert result.returncode == 1, result
     assert result.stderr.strip().splitlines() == [
-        f"upper_server: error: address {DUAL_STACK_NAME}:{port} is already in use"
+        f"upper-server: error: address {DUAL_STACK_NAME}:{port} is already in use"
     ]

@@ -329,7 +329,7 @@ def test_a_bad_certificate_or_key_is_one_line_and_exit_1(certificates, tmp_path,
     assert result.stdout == b""
     assert "Traceback" not in stderr
     [line] = stderr.strip().splitlines()
-    assert line.startswith("upper_server: error:")
+    assert line.startswith("python -m upper_server: error:")
     for mention in mentions:
         assert mention in line, line
 

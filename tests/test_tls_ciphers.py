@@ -111,7 +111,7 @@ def test_a_bad_cipher_list_is_one_line_and_exit_1(certificates):
     result = run_server(*certificates.server_args("--tls-ciphers", "NO-SUCH-SUITE"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "upper_server: error: --tls-ciphers 'NO-SUCH-SUITE': OpenSSL selects no cipher "
+        "python -m upper_server: error: --tls-ciphers 'NO-SUCH-SUITE': OpenSSL selects no cipher "
         "suite from it"
     ]
 

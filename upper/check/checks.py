@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from upper.check.conversation import Conversation
 from upper.check.outcome import CheckFailed, ServerGone
 from upper.check.target import Target
+from upper.i18n import Message, message_of
 from upper.protocol import KEYWORD
 
 KEYWORD_LINE = KEYWORD + b"\n"
@@ -103,13 +104,13 @@ def lookalike(ctx: Context, line: bytes) -> None:
 
 # -- the classroom's two steps --------------------------------------------------------
 
-section("the classroom test")
+section(Message("the classroom test"))
 
 
 @check(
     "hola-servidor",
-    "'hola servidor' is answered 'HOLA SERVIDOR'",
-    "read a line, send it back in uppercase with its newline (Python: line.upper())",
+    Message("'hola servidor' is answered 'HOLA SERVIDOR'"),
+    Message("read a line, send it back in uppercase with its newline (Python: line.upper())"),
 )
 def hola_servidor(ctx: Context) -> None:
     conversation = ctx.connect()
@@ -121,8 +122,8 @@ def hola_servidor(ctx: Context) -> None:
 
 @check(
     "desconexion-closes",
-    "'DESCONEXION' gets no reply, and the server closes",
-    "a line that is exactly DESCONEXION gets no reply: end the session instead",
+    Message("'DESCONEXION' gets no reply, and the server closes"),
+    Message("a line that is exactly DESCONEXION gets no reply: end the session instead"),
 )
 def desconexion_closes(ctx: Context) -> None:
     conversation = ctx.connect()
@@ -132,13 +133,13 @@ def desconexion_closes(ctx: Context) -> None:
 
 # -- lines ----------------------------------------------------------------------------
 
-section("lines and text")
+section(Message("lines and text"))
 
 
 @check(
     "lf-lines",
-    "lines ending in LF come back uppercased, LF kept",
-    "split the input at b'\\n' and answer every line, keeping its terminator",
+    Message("lines ending in LF come back uppercased, LF kept"),
+    Message("split the input at b'\\n' and answer every line, keeping its terminator"),
 )
 def lf_lines(ctx: Context) -> None:
     replies_only(ctx, b"hola\nque tal\n" + KEYWORD_LINE)
@@ -146,8 +147,8 @@ def lf_lines(ctx: Context) -> None:
 
 @check(
     "crlf-lines",
-    "lines ending in CR LF come back with the CR kept",
-    "a CR before the LF belongs to the line: send it back as it came (do not strip it)",
+    Message("lines ending in CR LF come back with the CR kept"),
+    Message("a CR before the LF belongs to the line: send it back as it came (do not strip it)"),
 )
 def crlf_lines(ctx: Context) -> None:
     replies_only(ctx, b"hola\r\nque tal\r\n" + KEYWORD + b"\r\n")
@@ -155,9 +156,9 @@ def crlf_lines(ctx: Context) -> None:
 
 @check(
     "unicode-case-mapping",
-    "full case mapping: 'straße' -> 'STRASSE', 'ﬁ' -> 'FI'",
-    "decode the line as UTF-8 and use str.upper() (not an ASCII-only upper); "
-    "a reply can be longer than its line",
+    Message("full case mapping: 'straße' -> 'STRASSE', 'ﬁ' -> 'FI'"),
+    Message("decode the line as UTF-8 and use str.upper() (not an ASCII-only upper); "
+            "a reply can be longer than its line"),
 )
 def unicode_case_mapping(ctx: Context) -> None:
     replies_only(ctx, "straße ﬁn canción ǆ ñandú\n".encode() + KEYWORD_LINE)
@@ -165,8 +166,9 @@ def unicode_case_mapping(ctx: Context) -> None:
 
 @check(
     "invalid-utf8",
-    "bytes that are not UTF-8 come back unchanged",
-    "decode and encode with errors='surrogateescape': never drop or replace a byte with U+FFFD",
+    Message("bytes that are not UTF-8 come back unchanged"),
+    Message("decode and encode with errors='surrogateescape': never drop or replace a byte "
+            "with U+FFFD"),
 )
 def invalid_utf8(ctx: Context) -> None:
     replies_only(
@@ -177,9 +179,9 @@ def invalid_utf8(ctx: Context) -> None:
 
 @check(
     "utf8-split-across-segments",
-    "UTF-8 split across segments, valid or not, is kept whole",
-    "decode incrementally (codecs.getincrementaldecoder('utf-8')('surrogateescape')): "
-    "a recv() can end in the middle of a character",
+    Message("UTF-8 split across segments, valid or not, is kept whole"),
+    Message("decode incrementally (codecs.getincrementaldecoder('utf-8')('surrogateescape')): "
+    "a recv() can end in the middle of a character"),
 )
 def utf8_split(ctx: Context) -> None:
     replies_only(ctx, b"ma\xc3", b"\xb1ana y \xe2\x82", b"x\n" + KEYWORD_LINE)
@@ -187,8 +189,8 @@ def utf8_split(ctx: Context) -> None:
 
 @check(
     "empty-lines",
-    "an empty line gets an empty line back",
-    "answer every line, even an empty one (b'\\n' -> b'\\n'); do not skip blank lines",
+    Message("an empty line gets an empty line back"),
+    Message("answer every line, even an empty one (b'\\n' -> b'\\n'); do not skip blank lines"),
 )
 def empty_lines(ctx: Context) -> None:
     replies_only(ctx, b"\nuno\n\n\ndos\n\n" + KEYWORD_LINE)
@@ -196,8 +198,8 @@ def empty_lines(ctx: Context) -> None:
 
 @check(
     "replies-in-order",
-    "100 lines sent at once are answered in order",
-    "answer the lines of one connection one after the other, in the order they came",
+    Message("100 lines sent at once are answered in order"),
+    Message("answer the lines of one connection one after the other, in the order they came"),
 )
 def replies_in_order(ctx: Context) -> None:
     lines = b"".join(f"linea {n}\n".encode() for n in range(100))
@@ -206,14 +208,14 @@ def replies_in_order(ctx: Context) -> None:
 
 # -- streaming --------------------------------------------------------------------------
 
-section("streaming")
+section(Message("streaming"))
 
 
 @check(
     "streaming-partial-line",
-    "'hola' with no newline is answered 'HOLA' at once",
-    "answer bytes as they arrive, not when the line is complete: uppercase and send what "
-    "recv() returned (hold back only a possible DESCONEXION and half a character)",
+    Message("'hola' with no newline is answered 'HOLA' at once"),
+    Message("answer bytes as they arrive, not when the line is complete: uppercase and send what "
+    "recv() returned (hold back only a possible DESCONEXION and half a character)"),
 )
 def streaming_partial_line(ctx: Context) -> None:
     conversation = ctx.connect()
@@ -233,9 +235,9 @@ _LONG_LINE_WINDOW = 4 * 1024 * 1024
 
 @check(
     "streaming-long-line",
-    "a line of tens of MB without LF streams back as it is sent",
-    "never wait for the newline: a line may be longer than memory; answer each recv() "
-    "and keep only a few bytes per connection",
+    Message("a line of tens of MB without LF streams back as it is sent"),
+    Message("never wait for the newline: a line may be longer than memory; answer each recv() "
+    "and keep only a few bytes per connection"),
     budget=12.0,
 )
 def streaming_long_line(ctx: Context) -> None:
@@ -253,14 +255,14 @@ def streaming_long_line(ctx: Context) -> None:
 
 # -- DESCONEXION ----------------------------------------------------------------------
 
-section("DESCONEXION")
+section("DESCONEXION")  # the protocol's word: the same in every language
 
 
 @check(
     "keyword-split-across-segments",
-    "'DESCON' + 'EXION\\n' in two segments ends the session",
-    "look for the keyword in whole lines, not in what one recv() returned: "
-    "a line can arrive in pieces",
+    Message("'DESCON' + 'EXION\\n' in two segments ends the session"),
+    Message("look for the keyword in whole lines, not in what one recv() returned: "
+    "a line can arrive in pieces"),
 )
 def keyword_split(ctx: Context) -> None:
     conversation = exchange(ctx, b"1\n", b"DESCON", b"EXION\n", b"2\n")
@@ -270,9 +272,9 @@ def keyword_split(ctx: Context) -> None:
 def _lookalike_check(name: str, line: bytes, what: str) -> None:
     @check(
         f"lookalike-{name}",
-        f"{what} is text: answered, and the session goes on",
-        "only a line that is exactly DESCONEXION (optionally with CR before the LF) ends "
-        "the session: compare the whole line, case-sensitively, without strip()",
+        Message("{what} is text: answered, and the session goes on", what=what),
+        Message("only a line that is exactly DESCONEXION (optionally with CR before the LF) ends "
+        "the session: compare the whole line, case-sensitively, without strip()"),
     )
     def run(ctx: Context) -> None:
         lookalike(ctx, line)
@@ -282,15 +284,15 @@ _lookalike_check("lowercase", b"desconexion\n", "'desconexion'")
 _lookalike_check("leading-space", b" DESCONEXION\n", "' DESCONEXION'")
 _lookalike_check("longer-word", b"DESCONEXIONES\n", "'DESCONEXIONES'")
 _lookalike_check("trailing-space", b"DESCONEXION \n", "'DESCONEXION '")
-_lookalike_check("inside-line", b"123 DESCONEXION 456\n", "the word in a line")
+_lookalike_check("inside-line", b"123 DESCONEXION 456\n", Message("the word in a line"))
 _lookalike_check("cr-inside", b"DESCONEXION\rX\n", "'DESCONEXION\\rX'")
 
 
 @check(
     "nothing-after-keyword",
-    "lines before DESCONEXION are answered, none after it",
-    "answer every line before the keyword, then stop answering: what follows it in the "
-    "same recv() is thrown away",
+    Message("lines before DESCONEXION are answered, none after it"),
+    Message("answer every line before the keyword, then stop answering: what follows it in the "
+    "same recv() is thrown away"),
 )
 def nothing_after_keyword(ctx: Context) -> None:
     conversation = ctx.connect()
@@ -300,8 +302,8 @@ def nothing_after_keyword(ctx: Context) -> None:
 
 @check(
     "clean-close",
-    "after DESCONEXION: every reply, then FIN, never a reset",
-    "send every reply before closing, and close with a FIN",
+    Message("after DESCONEXION: every reply, then FIN, never a reset"),
+    Message("send every reply before closing, and close with a FIN"),
 )
 def clean_close(ctx: Context) -> None:
     conversation = ctx.connect()
@@ -315,8 +317,8 @@ _UNREAD_BLOCKS = 64  # 4 MiB in all: more than a loopback socket buffers
 
 @check(
     "clean-close-after-unread-input",
-    "FIN, not a reset, though MBs were sent past DESCONEXION",
-    "keep reading (and discarding) after DESCONEXION until the client closes",
+    Message("FIN, not a reset, though MBs were sent past DESCONEXION"),
+    Message("keep reading (and discarding) after DESCONEXION until the client closes"),
     budget=6.0,
 )
 def clean_close_after_unread_input(ctx: Context) -> None:
@@ -331,13 +333,13 @@ def clean_close_after_unread_input(ctx: Context) -> None:
 
 # -- end of input ---------------------------------------------------------------------
 
-section("end of input")
+section(Message("end of input"))
 
 
 @check(
     "end-of-input",
-    "at EOF the last line (no LF) is answered, then a close",
-    "when recv() returns b'' the client is done sending: answer what is left, then close",
+    Message("at EOF the last line (no LF) is answered, then a close"),
+    Message("when recv() returns b'' the client is done sending: answer what is left, then close"),
 )
 def end_of_input(ctx: Context) -> None:
     conversation = ctx.connect()
@@ -348,8 +350,8 @@ def end_of_input(ctx: Context) -> None:
 
 @check(
     "end-of-input-bare-keyword",
-    "a last 'DESCONEXION' with no LF, then EOF: no reply",
-    "at EOF, a last line that is exactly DESCONEXION (no LF) is the keyword: no reply",
+    Message("a last 'DESCONEXION' with no LF, then EOF: no reply"),
+    Message("at EOF, a last line that is exactly DESCONEXION (no LF) is the keyword: no reply"),
 )
 def end_of_input_bare_keyword(ctx: Context) -> None:
     conversation = exchange(ctx, b"1\n", KEYWORD)
@@ -359,14 +361,14 @@ def end_of_input_bare_keyword(ctx: Context) -> None:
 
 # -- many sessions --------------------------------------------------------------------
 
-section("many sessions")
+section(Message("many sessions"))
 
 
 @check(
     "concurrent-sessions",
-    "many sessions open at once are all answered",
-    "serve each connection on its own (thread, greenlet, task or event loop): "
-    "one client must never wait for another",
+    Message("many sessions open at once are all answered"),
+    Message("serve each connection on its own (thread, greenlet, task or event loop): "
+    "one client must never wait for another"),
     budget=6.0,
 )
 def concurrent_sessions(ctx: Context) -> None:
@@ -376,8 +378,10 @@ def concurrent_sessions(ctx: Context) -> None:
             conversations.append(ctx.connect())
     except ServerGone as gone:
         raise CheckFailed(
-            f"only {len(conversations)} of {ctx.sessions} connections could be open at once "
-            f"({gone})"
+            Message(
+                "only {opened} of {wanted} connections could be open at once ({reason})",
+                opened=len(conversations), wanted=ctx.sessions, reason=message_of(gone),
+            )
         ) from None
     for number, conversation in enumerate(conversations):
         conversation.send(f"sesion {number}: hola\n".encode())
@@ -401,8 +405,12 @@ def _wait_for_all(ctx: Context, conversations: list[Conversation]) -> None:
             if wait <= 0:
                 late = next(iter(waiting.values()))
                 raise CheckFailed(
-                    f"{len(waiting)} of {len(conversations)} sessions got no complete reply "
-                    f"within {ctx.target.timeout}s; the first of them:",
+                    Message(
+                        "{late} of {sessions} sessions got no complete reply within "
+                        "{seconds}s; the first of them:",
+                        late=len(waiting), sessions=len(conversations),
+                        seconds=ctx.target.timeout,
+                    ),
                     _evidence_so_far(late),
                 )
             for key, _mask in selector.select(wait):

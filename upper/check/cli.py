@@ -6,7 +6,6 @@ Exit status: 0 every check passed, 1 some check failed or was not run,
 
 import argparse
 import sys
-import textwrap
 import time
 
 from upper.check.checks import CHECKS
@@ -20,57 +19,81 @@ from upper.cli.options import (
     number,
     resolve_client_address,
 )
+from upper.cli.parser import (
+    CommandLine,
+    choose_language,
+    fill,
+    interrupted_status,
+    invoked_as,
+    usage_error_status,
+)
 from upper.client.duplex import DEFAULT_TIMEOUT
 from upper.client.tls import TLSSetupError, client_context_from
-from upper.i18n import _
+from upper.i18n import _, translated
 
-PROG = "upper-check"
+SCRIPT = "upper-check"
 EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
+def prog() -> str:
+    return invoked_as(SCRIPT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    description = (
-        "Check that the server at an address speaks the UPPER protocol (docs/protocol.md): "
-        "the classroom's 'hola servidor' and 'DESCONEXION' first, then one check per rule, "
-        "each on a new connection."
-    )
-    checks = "checks: " + ", ".join(c.name for c in CHECKS)
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=textwrap.fill(description, 79),
-        epilog=textwrap.fill(checks, 79, break_on_hyphens=False),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    checks = _("checks: {names}").format(names=", ".join(c.name for c in CHECKS))
+    parser = CommandLine(
+        prog=prog(),
+        description=_(
+            "Check that the server at an address speaks the UPPER protocol (docs/protocol.md): "
+            "the classroom's 'hola servidor' and 'DESCONEXION' first, then one check per rule, "
+            "each on a new connection."
+        ),
+        epilog=fill(checks),
+        exit_statuses=[
+            (EXIT_PASSED, _("every check passed")),
+            (EXIT_FAILED, _("some check failed or was not run")),
+            usage_error_status(_("usage error, or nothing listening at the address")),
+            interrupted_status(),
+        ],
     )
     add_address_options(
         parser,
         host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
-        port_help="server port",
+        port_help=_("server port"),
     )
     parser.add_argument(
         "--timeout",
-        type=number(float, minimum=0, above=True, what="timeout"),
+        type=number(float, minimum=0, above=True, what=_("timeout")),
         default=DEFAULT_TIMEOUT,
-        help="seconds to wait for each reply or close before calling the server late "
-        "(default: %(default)s)",
+        help=_("seconds to wait for each reply or close before calling the server late "
+               "(default: %(default)s)"),
     )
     parser.add_argument(
-        "--only", nargs="+", metavar="NAME", help="run only these checks (names as listed below)"
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help=_("run only these checks (names as listed below)"),
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the results as one JSON document"
+        "--json",
+        action="store_true",
+        help=_("print the results as one JSON document (in English whatever the language)"),
     )
     add_client_tls_options(parser)
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    choose_language(sys.argv[1:] if argv is None else list(argv), prog())
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_client_address(parser, args)
     try:
         args.checks = select_checks(args.only)
     except KeyError as unknown:
-        parser.error(f"argument --only: no check named {unknown.args[0]!r} (see --help)")
+        parser.error(
+            _("argument --only: no check named {name}").format(name=repr(unknown.args[0]))
+        )
     return args
 
 
@@ -79,13 +102,13 @@ def main(argv=None) -> int:
     try:
         ssl_context = client_context_from(args, warn=warn)
     except TLSSetupError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_UNUSABLE
     target = Target(args.host, args.port, args.timeout, ssl_context)
     try:
         preflight(target)
     except ServerGone as gone:
-        print(f"{PROG}: error: {gone}", file=sys.stderr)
+        print(error_line(gone), file=sys.stderr)
         return EXIT_UNUSABLE
     started = time.monotonic()
     if args.json:
@@ -99,8 +122,15 @@ def main(argv=None) -> int:
     return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
 
 
+def error_line(error) -> str:
+    return _("{prog}: error: {message}").format(prog=prog(), message=translated(error))
+
+
 def warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    print(
+        _("{prog}: warning: {message}").format(prog=prog(), message=translated(message)),
+        file=sys.stderr,
+    )
 
 
 def run() -> None:

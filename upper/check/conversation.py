@@ -13,6 +13,7 @@ import time
 from upper.check.matching import CONTEXT, Mismatch, ReplyMatcher
 from upper.check.outcome import CheckFailed, Evidence, ServerGone
 from upper.check.target import ConnectError, Target
+from upper.i18n import Message, message_of
 from upper.protocol import UpperSession
 
 SENT_SHOWN = 80
@@ -20,14 +21,14 @@ SENT_SHOWN = 80
 
 FIN = "fin"
 RESET = "reset"
-_HINT_CLOSE = (
+_HINT_CLOSE = Message(
     "once a line is exactly DESCONEXION, end the session: shutdown(SHUT_WR) (the client "
     "sees the end at once), read and discard until the client closes, then close()"
 )
-_HINT_CLOSE_AT_EOF = (
+_HINT_CLOSE_AT_EOF = Message(
     "when recv() returns b'' the client has finished sending: answer what is left, then close"
 )
-_HINT_RESET = (
+_HINT_RESET = Message(
     "shutdown(SHUT_WR) first, read and discard until the client closes, then close(): "
     "closing with unread input (or with SO_LINGER 0) sends a reset, which can destroy replies"
 )
@@ -42,7 +43,7 @@ class Conversation:
         try:
             self.connection = target.open()
         except ConnectError as exc:
-            raise ServerGone(str(exc)) from None
+            raise ServerGone(message_of(exc)) from None
         opened.append(self)  # the runner closes it when the check ends, or overruns
         self.connection.start_duplex()
         self.session = UpperSession()
@@ -70,7 +71,7 @@ class Conversation:
         self.matcher.expect(answer if reply is None else reply)
         self._log_sent(data)
         if self.ended_by_server != RESET:
-            self._pump(memoryview(data), lambda: True, "sending")
+            self._pump(memoryview(data), lambda: True, _SENDING)
 
     def end_input(self) -> None:
         """Shut down our sending side (EOF): the server answers what it holds and closes."""
@@ -91,18 +92,21 @@ class Conversation:
 
     def catch_up(self, owed_at_most: int = 0) -> None:
         """Wait until at most ``owed_at_most`` expected bytes are still to come."""
-        self._pump(None, lambda: self.matcher.owed <= owed_at_most, "waiting for the reply")
+        self._pump(None, lambda: self.matcher.owed <= owed_at_most, _WAITING_FOR_REPLY)
 
     def expect_close(self, *, clean: bool) -> None:
         """Every reply, then the server closes; with ``clean`` only a FIN will do."""
         self.catch_up()
         if self.ended_by_server is None:
             try:
-                self._pump(None, lambda: self.ended_by_server is not None, "waiting for the close")
+                self._pump(None, lambda: self.ended_by_server is not None, _WAITING_FOR_CLOSE)
             except _Timeout:
                 raise self._failure(
-                    f"the server did not close the connection within {self.target.timeout}s "
-                    "after the session ended",
+                    Message(
+                        "the server did not close the connection within {seconds}s "
+                        "after the session ended",
+                        seconds=self.target.timeout,
+                    ),
                     hint=_HINT_CLOSE if self.session.found else _HINT_CLOSE_AT_EOF,
                 ) from None
         if clean and self.ended_by_server == RESET:
@@ -119,7 +123,7 @@ class Conversation:
         if self.ended_by_server is None:
             self.end_input()
             try:
-                self._pump(None, lambda: self.ended_by_server is not None, "waiting for the close")
+                self._pump(None, lambda: self.ended_by_server is not None, _WAITING_FOR_CLOSE)
             except _Timeout:
                 pass
 
@@ -149,7 +153,7 @@ class Conversation:
             self._sent_head += data[:room]
         self._sent_total += len(data)
 
-    def _pump(self, out, done, doing: str) -> None:
+    def _pump(self, out, done, doing: Message) -> None:
         """Move bytes both ways until ``out`` is sent and ``done()``, or fail.
 
         The timeout counts from the last byte that moved either way, so a slow but
@@ -166,7 +170,7 @@ class Conversation:
                     raise self._ended_early(doing)  # what done() waits for can never come
             now = time.monotonic()
             if now >= self.deadline:
-                raise self._failure(f"the check ran out of time while {doing}")
+                raise self._failure(Message("the check ran out of time while {doing}", doing=doing))
             wait = min(self.target.timeout - (now - last_progress), self.deadline - now)
             if wait <= 0:
                 raise _Timeout(self._late(doing), self.evidence(self.matcher.shortfall()))
@@ -227,30 +231,43 @@ class Conversation:
 
     def _differs_reason(self, mismatch: Mismatch) -> str:
         if not mismatch.expected:
-            return "the server sent more than the protocol allows"
+            return Message("the server sent more than the protocol allows")
         if not mismatch.got:
-            return "the reply is incomplete"
-        return "the reply differs from what the protocol says"
+            return Message("the reply is incomplete")
+        return Message("the reply differs from what the protocol says")
 
-    def _late(self, doing: str) -> str:
-        if doing == "waiting for the reply" and self.matcher.owed:
+    def _late(self, doing: Message) -> Message:
+        if doing is _WAITING_FOR_REPLY and self.matcher.owed:
             if self.matcher.matched:
-                return (
-                    f"the reply stopped: {self.matcher.owed} more byte(s) expected, "
-                    f"none came within {self.target.timeout}s"
+                return Message(
+                    "the reply stopped: {count} more byte(s) expected, none came within {seconds}s",
+                    count=self.matcher.owed, seconds=self.target.timeout,
                 )
-            return f"no reply within {self.target.timeout}s"
-        return f"the server made no progress for {self.target.timeout}s while {doing}"
+            return Message("no reply within {seconds}s", seconds=self.target.timeout)
+        return Message(
+            "the server made no progress for {seconds}s while {doing}",
+            seconds=self.target.timeout, doing=doing,
+        )
 
-    def _ended_early(self, doing: str) -> CheckFailed:
-        how = "reset the connection" if self.ended_by_server == RESET else "closed the connection"
+    def _ended_early(self, doing: Message) -> CheckFailed:
+        reset = self.ended_by_server == RESET
         if self.matcher.owed:
-            return self._failure(f"the server {how} before sending the whole reply")
-        return self._failure(f"the server {how} while {doing}")
+            if reset:
+                return self._failure(
+                    Message("the server reset the connection before sending the whole reply")
+                )
+            return self._failure(
+                Message("the server closed the connection before sending the whole reply")
+            )
+        if reset:
+            return self._failure(
+                Message("the server reset the connection while {doing}", doing=doing)
+            )
+        return self._failure(Message("the server closed the connection while {doing}", doing=doing))
 
     def _reset_failure(self) -> CheckFailed:
         return self._failure(
-            "the server reset the connection (RST) instead of closing it cleanly (FIN)",
+            Message("the server reset the connection (RST) instead of closing it cleanly (FIN)"),
             hint=_HINT_RESET,
         )
 
@@ -279,6 +296,12 @@ class Conversation:
             got_more=len(mismatch.got) > CONTEXT,
             difference_at=mismatch.at,
         )
+
+
+_SENDING = Message("sending")
+_WAITING_FOR_REPLY = Message("waiting for the reply")
+_WAITING_FOR_CLOSE = Message("waiting for the close")
+"""What a conversation can be doing when the server stops moving (said in its failures)."""
 
 
 class _Timeout(CheckFailed):

@@ -12,10 +12,12 @@ import textwrap
 import unicodedata
 
 from upper.check.outcome import Evidence, Result, Status
+from upper.i18n import _, ngettext, translated
 from upper.protocol import decode_text
 
 JSON_SCHEMA_VERSION = 1
-_LABELS = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_RUN: "NOT RUN"}
+"""The JSON document is for programs: its keys and values are the same in every language
+(the human sentences in it, titles, reasons, hints, are English)."""
 _COLOURS = {Status.PASS: "32", Status.FAIL: "1;31", Status.NOT_RUN: "33"}
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 _NAME_WIDTH = 31
@@ -39,8 +41,13 @@ def show_bytes(data: bytes) -> str:
     return "".join(out)
 
 
+def _labels() -> dict[Status, str]:
+    return {Status.PASS: _("PASS"), Status.FAIL: _("FAIL"), Status.NOT_RUN: _("NOT RUN")}
+
+
 class TextReport:
-    """Human output: colour only when ``stream`` is a terminal (and ``NO_COLOR`` is unset)."""
+    """Human output, in the language in use: colour only when ``stream`` is a terminal
+    (and ``NO_COLOR`` is unset)."""
 
     def __init__(self, stream=None, colour: bool | None = None):
         self.stream = stream or sys.stdout
@@ -48,43 +55,54 @@ class TextReport:
             colour = self.stream.isatty() and not os.environ.get("NO_COLOR")
         self.colour = colour
         self._section = None
+        self._labels = _labels()
+        self._label_width = max(len(label) for label in self._labels.values())
 
     def start(self, address: str, count: int, timeout: float) -> None:
-        self._write(
-            f"upper-check: {_plural(count, 'check')} against {address} (timeout {timeout:g}s)\n"
+        line = ngettext(
+            "upper-check: {count} check against {address} (timeout {seconds:g}s)",
+            "upper-check: {count} checks against {address} (timeout {seconds:g}s)",
+            count,
         )
+        self._write(line.format(count=count, address=address, seconds=timeout) + "\n")
 
     def result(self, result: Result) -> None:
         if result.section != self._section:
             self._section = result.section
-            self._write(f"\n{self._paint(result.section, '1')}\n")
-        label = _LABELS[result.status]
+            self._write(f"\n{self._paint(translated(result.section), '1')}\n")
+        label = self._labels[result.status]
         self._write(
-            f"{self._paint(f'{label:<7}', _COLOURS[result.status])} "
-            f"{result.name:<{_NAME_WIDTH}} {result.title}\n"
+            f"{self._paint(f'{label:<{self._label_width}}', _COLOURS[result.status])} "
+            f"{result.name:<{_NAME_WIDTH}} {translated(result.title)}\n"
         )
         if result.status is Status.PASS:
             return
-        indent = " " * 8
-        self._write(f"{indent}{result.reason}\n")
+        indent = " " * (self._label_width + 1)
+        self._write(f"{indent}{translated(result.reason)}\n")
         if result.evidence is not None:
             for line in evidence_lines(result.evidence):
                 self._write(f"{indent}  {line}\n")
         if result.hint:
-            lines = textwrap.wrap(f"fix: {result.hint}", WIDTH - len(indent),
-                                  subsequent_indent="     ", break_on_hyphens=False)
-            lines[0] = self._paint("fix:", "1") + lines[0][len("fix:"):]
+            fix = _("fix:")
+            lines = textwrap.wrap(f"{fix} {translated(result.hint)}", WIDTH - len(indent),
+                                  subsequent_indent=" " * (len(fix) + 1), break_on_hyphens=False)
+            lines[0] = self._paint(fix, "1") + lines[0][len(fix):]
             self._write("".join(f"{indent}{line}\n" for line in lines))
 
     def finish(self, results: list[Result], seconds: float) -> None:
         counts = summary(results)
         status = Status.PASS if counts["failed"] + counts["not_run"] == 0 else Status.FAIL
-        verdict = "the server speaks the protocol" if status is Status.PASS else "not conformant"
-        self._write(
-            f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['not_run']} not run "
-            f"({_plural(counts['total'], 'check')}, {seconds:.1f}s): "
-            f"{self._paint(verdict, _COLOURS[status])}\n"
+        if status is Status.PASS:
+            verdict = _("the server speaks the protocol")
+        else:
+            verdict = _("not conformant")
+        total = ngettext("{count} check", "{count} checks", counts["total"])
+        line = _("{passed} passed, {failed} failed, {not_run} not run ({total}, {seconds}s)")
+        shown = line.format(
+            passed=counts["passed"], failed=counts["failed"], not_run=counts["not_run"],
+            total=total.format(count=counts["total"]), seconds=f"{seconds:.1f}",
         )
+        self._write(f"\n{shown}: {self._paint(verdict, _COLOURS[status])}\n")
 
     def _paint(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
@@ -94,37 +112,38 @@ class TextReport:
         self.stream.flush()
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def evidence_lines(evidence: Evidence) -> list[str]:
     """``sent``, ``expected`` and ``got`` quoted around the first difference, and a caret."""
+    sent_label, expected_label, got_label = _("sent:"), _("expected:"), _("got:")
+    width = max(len(sent_label), len(expected_label), len(got_label)) + 1
     sent = show_bytes(evidence.sent)
     if evidence.sent_total > len(evidence.sent):
-        sent += f"... ({evidence.sent_total:,} bytes in all)"
-    lines = [f"sent:      '{sent}'"]
+        sent += _("... ({count} bytes in all)").format(count=f"{evidence.sent_total:,}")
+    lines = [f"{sent_label:<{width}} '{sent}'"]
     if evidence.difference_at is None:
         if evidence.before:
             replies = ("..." if evidence.got_more else "") + show_bytes(evidence.before)
-            lines.append(f"got:       '{replies}'  (every reply, as expected)")
+            lines.append(f"{got_label:<{width}} '{replies}'  " + _("(every reply, as expected)"))
         else:
-            lines.append("got:       nothing, as expected")
+            lines.append(f"{got_label:<{width}} " + _("nothing, as expected"))
         return lines
     if evidence.difference_at == 0 and not evidence.got:
-        lines.append(f"expected:  '{_excerpt(evidence.expected, evidence.expected_more)}'")
-        lines.append("got:       nothing")
+        excerpt = _excerpt(evidence.expected, evidence.expected_more)
+        lines.append(f"{expected_label:<{width}} '{excerpt}'")
+        lines.append(f"{got_label:<{width}} " + _("nothing"))
         return lines
     elided = evidence.difference_at > len(evidence.before)
     before = ("..." if elided else "") + show_bytes(evidence.before)
     for label, tail, more in (
-        ("expected:", evidence.expected, evidence.expected_more),
-        ("got:", evidence.got, evidence.got_more),
+        (expected_label, evidence.expected, evidence.expected_more),
+        (got_label, evidence.got, evidence.got_more),
     ):
-        ending = "" if tail or more else "  (nothing more)"
-        lines.append(f"{label:<10} '{before}{_excerpt(tail, more)}'{ending}")
-    caret = " " * (11 + len(before)) + f"^ first difference, at byte {evidence.difference_at:,}"
-    lines.append(caret)
+        ending = "" if tail or more else "  " + _("(nothing more)")
+        lines.append(f"{label:<{width}} '{before}{_excerpt(tail, more)}'{ending}")
+    difference = _("^ first difference, at byte {offset}").format(
+        offset=f"{evidence.difference_at:,}"
+    )
+    lines.append(" " * (width + 1 + len(before)) + difference)
     return lines
 
 

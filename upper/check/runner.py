@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from upper.check.checks import CHECKS, Check, Context
 from upper.check.outcome import CheckFailed, Result, ServerGone, Status
 from upper.check.target import ConnectError, Target
+from upper.i18n import Message, message_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def preflight(target: Target) -> None:
     try:
         target.open().close()
     except ConnectError as exc:
-        raise ServerGone(str(exc)) from None
+        raise ServerGone(message_of(exc)) from None
 
 
 def run_checks(
@@ -63,7 +64,9 @@ def run_checks(
         if gone is None:
             result = run_one(check, target, settings)
             if result.status is Status.NOT_RUN:
-                gone = f"the server stopped accepting connections during {check.name}"
+                gone = Message(
+                    "the server stopped accepting connections during {check}", check=check.name
+                )
         else:
             result = _result(check, Status.NOT_RUN, gone)
         results.append(result)
@@ -86,7 +89,11 @@ def run_one(check: Check, target: Target, settings: Settings, margin: float = MA
     if worker.is_alive():
         _close_all(ctx, abort=True)  # makes the check's socket calls fail, so it ends
         worker.join(1.0)
-        result = _result(check, Status.FAIL, f"the check did not finish within {budget:g}s")
+        result = _result(
+            check,
+            Status.FAIL,
+            Message("the check did not finish within {seconds:g}s", seconds=budget),
+        )
     else:
         result = verdict[0]
     _close_all(ctx)
@@ -99,10 +106,12 @@ def _judge(check: Check, ctx: Context) -> Result:
     except CheckFailed as failed:
         return _result(check, Status.FAIL, failed.reason, failed.evidence, failed.hint)
     except ServerGone as gone:
-        return _result(check, Status.NOT_RUN, str(gone))
+        return _result(check, Status.NOT_RUN, message_of(gone))
     except Exception as exc:  # a checker bug must not hide the other checks' results
         log.debug("check %s crashed", check.name, exc_info=True)
-        return _result(check, Status.FAIL, f"the checker itself failed: {exc!r}")
+        return _result(
+            check, Status.FAIL, Message("the checker itself failed: {error}", error=repr(exc))
+        )
     return _result(check, Status.PASS)
 
 

@@ -15,14 +15,16 @@ HOST_VARIABLE = "UPPER_HOST"
 PORT_VARIABLE = "UPPER_PORT"
 
 
-def number(kind=float, *, minimum=0, above=False, maximum=None, what="value"):
+def number(kind=float, *, minimum=0, above=False, maximum=None, what=None):
     """An argparse type: a finite ``kind`` that is >= ``minimum`` (> with ``above``),
-    and <= ``maximum`` when given."""
-    relation = ">" if above else ">="
+    and <= ``maximum`` when given. ``what`` names it in errors (translated; "value")."""
+    what = what or _("value")
     if maximum is not None:
-        wanted = f"a number from {minimum} to {maximum}"
+        wanted = _("a number from {minimum} to {maximum}").format(minimum=minimum, maximum=maximum)
+    elif above:
+        wanted = _("a number > {minimum}").format(minimum=minimum)
     else:
-        wanted = f"a number {relation} {minimum}"
+        wanted = _("a number >= {minimum}").format(minimum=minimum)
 
     def parse(text: str):
         try:
@@ -36,7 +38,11 @@ def number(kind=float, *, minimum=0, above=False, maximum=None, what="value"):
             or (above and value == minimum)
             or (maximum is not None and value > maximum)
         ):
-            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: use {wanted}")
+            raise argparse.ArgumentTypeError(
+                _("invalid {what} {value}: use {wanted}").format(
+                    what=what, value=repr(text), wanted=wanted
+                )
+            )
         return value
 
     parse.__name__ = what  # argparse names the type in some messages
@@ -45,7 +51,7 @@ def number(kind=float, *, minimum=0, above=False, maximum=None, what="value"):
 
 def port(lowest: int):
     """A port from ``lowest`` to 65535 (0: the server picks one)."""
-    return number(int, minimum=lowest, maximum=65535, what="port")
+    return number(int, minimum=lowest, maximum=65535, what=_("port"))
 
 
 def add_address_options(parser: argparse.ArgumentParser, *, host_help: str, port_help: str):
@@ -53,19 +59,23 @@ def add_address_options(parser: argparse.ArgumentParser, *, host_help: str, port
     parser.add_argument(
         "--host",
         default=os.environ.get(HOST_VARIABLE, DEFAULT_HOST),
-        help=f"{host_help} (default: ${HOST_VARIABLE} or {DEFAULT_HOST})",
+        help=_("{help} (default: ${variable} or {default})").format(
+            help=host_help, variable=HOST_VARIABLE, default=DEFAULT_HOST
+        ),
     )
     parser.add_argument(
         "--port",
         default=None,
-        help=f"{port_help} (default: ${PORT_VARIABLE} or {DEFAULT_PORT})",
+        help=_("{help} (default: ${variable} or {default})").format(
+            help=port_help, variable=PORT_VARIABLE, default=DEFAULT_PORT
+        ),
     )
 
 
 def resolve_port(parser: argparse.ArgumentParser, args: argparse.Namespace, lowest: int) -> None:
     """Check ``--port``, or ``$UPPER_PORT`` when it is absent; a bad one is a usage error."""
     if args.port is not None:
-        source, text = "argument --port", args.port
+        source, text = _("argument {option}").format(option="--port"), args.port
     else:
         source, text = PORT_VARIABLE, os.environ.get(PORT_VARIABLE, str(DEFAULT_PORT))
     try:
@@ -100,15 +110,15 @@ def resolve_client_address(
 def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: float) -> None:
     """The server's ``--tls-*`` options (checked by ``check_server_tls_options``);
     ``handshake_timeout`` is the default of ``--tls-handshake-timeout``."""
-    group = parser.add_argument_group("TLS (the port then speaks TLS only)")
+    group = parser.add_argument_group(_("TLS (the port then speaks TLS only)"))
     group.add_argument(
-        "--tls-cert", metavar="FILE", help="PEM certificate chain; its key may be in it too"
+        "--tls-cert", metavar="FILE", help=_("PEM certificate chain; its key may be in it too")
     )
-    group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    group.add_argument("--tls-key", metavar="FILE", help=_("PEM private key of --tls-cert"))
     group.add_argument(
         "--tls-client-ca",
         metavar="FILE",
-        help="require client certificates signed by this CA (mutual TLS)",
+        help=_("require client certificates signed by this CA (mutual TLS)"),
     )
     group.add_argument(
         "--tls-ciphers",
@@ -120,17 +130,19 @@ def add_server_tls_options(parser: argparse.ArgumentParser, handshake_timeout: f
     )
     group.add_argument(
         "--tls-handshake-timeout",
-        type=number(float, above=True, what="timeout"),
+        type=number(float, above=True, what=_("timeout")),
         default=handshake_timeout,
         metavar="SECONDS",
-        help="a TLS handshake not done this long after the accept fails (default: %(default)s)",
+        help=_("a TLS handshake not done this long after the accept fails "
+               "(default: %(default)s)"),
     )
 
 
 def check_server_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for option in ("tls_key", "tls_client_ca", "tls_ciphers"):
         if getattr(args, option) and not args.tls_cert:
-            parser.error(f"argument --{option.replace('_', '-')}: needs --tls-cert")
+            shown = _("argument {option}").format(option="--" + option.replace("_", "-"))
+            parser.error(_("{argument}: needs --tls-cert").format(argument=shown))
 
 
 def add_client_tls_options(
@@ -150,37 +162,43 @@ def add_client_tls_options(
     def say(text: str) -> str:
         return text[:1].upper() + text[1:] if sentences else text
 
+    implies = _(" (implies --tls)")
+
     if not prefix:
         parser.add_argument(
             "--tls",
             action="store_true",
-            help="connect with TLS, verifying the server against the system's trust store",
+            help=_("connect with TLS, verifying the server against the system's trust store"),
         )
-    implied = "" if prefix else " (implies --tls)"
+    implied = "" if prefix else implies
     parser.add_argument(
         f"--{prefix}cafile",
         metavar="FILE",
-        help=say(f"with TLS, trust the CA certificate(s) in this PEM file{implied}"),
+        help=say(_("with TLS, trust the CA certificate(s) in this PEM file") + implied),
         **extra,
     )
     parser.add_argument(
         f"--{prefix}insecure",
         action="store_true",
-        help=say(f"with TLS, do not verify the server's certificate (a warning says so){implied}"),
+        help=say(
+            _("with TLS, do not verify the server's certificate (a warning says so)") + implied
+        ),
         **extra,
     )
     parser.add_argument(
         f"--{prefix}{cert_prefix}cert",
         metavar="FILE",
         help=say(
-            f"with TLS, present this client certificate (PEM, with its key or --{prefix}"
-            f"{cert_prefix}key){implied}"
+            _("with TLS, present this client certificate (PEM, with its key or {option})").format(
+                option=f"--{prefix}{cert_prefix}key"
+            )
+            + implied
         ),
         **extra,
     )
     parser.add_argument(
         f"--{prefix}{cert_prefix}key",
         metavar="FILE",
-        help=say("the private key of the client certificate, if not in its file"),
+        help=say(_("the private key of the client certificate, if not in its file")),
         **extra,
     )

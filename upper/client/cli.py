@@ -10,47 +10,68 @@ from upper.cli.options import (
     number,
     resolve_client_address,
 )
+from upper.cli.parser import (
+    CommandLine,
+    choose_language,
+    interrupted_status,
+    invoked_as,
+    usage_error_status,
+)
 from upper.client.client import UpperClient
 from upper.client.duplex import DEFAULT_TIMEOUT, Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
-from upper.i18n import _
+from upper.i18n import _, ngettext, translated
 from upper.protocol import encode_text, ends_session
 
-PROG = "upper_client"
+SCRIPT = "upper-client"
+
+
+def prog() -> str:
+    return invoked_as(SCRIPT)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Talk to an UPPER server. With MESSAGE arguments: send each and print "
-        "its reply. With a terminal: an interactive session. With piped input: a filter "
-        "that uppercases stdin to stdout through the server.",
+    parser = CommandLine(
+        prog=prog(),
+        description=_("Talk to an UPPER server. With MESSAGE arguments: send each and print "
+                      "its reply. With a terminal: an interactive session. With piped input: "
+                      "a filter that uppercases stdin to stdout through the server."),
+        exit_statuses=[
+            (0, _("every message answered, or the session ended normally")),
+            (1, _("the server could not be reached, or the connection failed")),
+            usage_error_status(),
+            interrupted_status(),
+            (141, _("the reader of the output went away (as in | head)")),
+        ],
     )
     add_address_options(
         parser,
         host_help=_("server address; HOST:PORT, [::1]:PORT, tcp:// and tls:// also work"),
-        port_help="server port",
+        port_help=_("server port"),
     )
     parser.add_argument(
         "--timeout",
-        type=number(float, minimum=0, above=True, what="timeout"),
+        type=number(float, minimum=0, above=True, what=_("timeout")),
         default=DEFAULT_TIMEOUT,
-        help="seconds to wait for the server before giving up (default: %(default)s)",
+        help=_("seconds to wait for the server before giving up (default: %(default)s)"),
     )
-    parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="lines to send")
+    parser.add_argument("messages", nargs="*", metavar="MESSAGE", help=_("lines to send"))
     add_client_tls_options(parser)
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    choose_language(sys.argv[1:] if argv is None else list(argv), prog())
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_client_address(parser, args)
     for message in args.messages:
         if "\n" in message:
-            parser.error("a MESSAGE cannot contain a newline: pass each line as its own argument")
+            parser.error(
+                _("a MESSAGE cannot contain a newline: pass each line as its own argument")
+            )
     return args
 
 
@@ -66,8 +87,12 @@ def send_messages(client: UpperClient, messages: list[str]) -> int:
             client.disconnect()
             unsent = len(messages) - position - 1
             if unsent:
-                print(f"{PROG}: DESCONEXION ended the session; {unsent} message(s) not sent",
-                      file=sys.stderr)
+                notice = ngettext(
+                    "{prog}: DESCONEXION ended the session; {count} message not sent",
+                    "{prog}: DESCONEXION ended the session; {count} messages not sent",
+                    unsent,
+                )
+                print(notice.format(prog=prog(), count=unsent), file=sys.stderr)
             return 0
         write_line(client.upper(message))
     client.disconnect()
@@ -76,7 +101,7 @@ def send_messages(client: UpperClient, messages: list[str]) -> int:
 
 def end_of_input_key() -> str:
     """What ends input at a terminal on this platform."""
-    return "Ctrl+Z then Enter" if sys.platform == "win32" else "Ctrl+D"
+    return _("Ctrl+Z then Enter") if sys.platform == "win32" else "Ctrl+D"
 
 
 def interactive(client: UpperClient) -> int:
@@ -85,7 +110,11 @@ def interactive(client: UpperClient) -> int:
     except ImportError:
         pass
     key = end_of_input_key()
-    print(f"connected to {client.address}; type DESCONEXION or press {key} to leave")
+    print(
+        _("connected to {address}; type DESCONEXION or press {key} to leave").format(
+            address=client.address, key=key
+        )
+    )
     connection = client.connection
     watch = ServerWatch(connection, lambda: server_gone_unattended(connection, watch))
     with watch:
@@ -102,14 +131,14 @@ def interactive(client: UpperClient) -> int:
                 break
             write_line(client.upper(line))
     client.disconnect()
-    print("connection closed")
+    print(_("connection closed"))
     return 0
 
 
 def server_gone_unattended(connection: Duplex, watch: ServerWatch) -> None:
     """The server went away and input() cannot be interrupted here: say so and end."""
     print(file=sys.stdout, flush=True)
-    print(f"{PROG}: error: {connection.failure(watch.cause)}", file=sys.stderr, flush=True)
+    print(error_line(connection.failure(watch.cause)), file=sys.stderr, flush=True)
     os._exit(1)
 
 
@@ -135,7 +164,7 @@ def main(argv=None) -> int:
             return interactive(client)
         return filter_stdin(client)
     except UpperClientError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -149,8 +178,15 @@ def main(argv=None) -> int:
             client.close()
 
 
+def error_line(error) -> str:
+    return _("{prog}: error: {message}").format(prog=prog(), message=translated(error))
+
+
 def warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    print(
+        _("{prog}: warning: {message}").format(prog=prog(), message=translated(message)),
+        file=sys.stderr,
+    )
 
 
 def run() -> None:

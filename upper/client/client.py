@@ -17,6 +17,7 @@ from time import perf_counter
 from upper.client.duplex import DEFAULT_TIMEOUT, Duplex, connect
 from upper.client.errors import ConnectError, ConnectionLost, NotConnected, ReplyTimeout
 from upper.client.pipeline import PipelinedExchange
+from upper.i18n import Message
 from upper.protocol import KEYWORD, decode_text, encode_text, ends_session
 from upper.protocol.address import DEFAULT_HOST, DEFAULT_PORT, format_address
 
@@ -110,7 +111,7 @@ class UpperClient:
 
     def connect(self) -> None:
         if self.connected:
-            raise ConnectError(f"already connected to {self.address}")
+            raise ConnectError(Message("already connected to {address}", address=self.address))
         self._duplex = connect(
             self.host, self.port, self.timeout, self.ssl_context, self.server_hostname
         )
@@ -156,13 +157,19 @@ class UpperClient:
             # which can come just after the close that looked like the answer.
             if error := duplex.pending_error():
                 raise ConnectionLost(
-                    f"server {self.address} closed the connection before DESCONEXION "
-                    f"(then reset it: {os.strerror(error)})"
+                    Message(
+                        "server {address} closed the connection before DESCONEXION "
+                        "(then reset it: {reason})",
+                        address=self.address, reason=os.strerror(error),
+                    )
                 )
         except ReplyTimeout:
             raise ReplyTimeout(
-                f"server {self.address} did not close the connection within "
-                f"{self.timeout}s after DESCONEXION"
+                Message(
+                    "server {address} did not close the connection within "
+                    "{seconds}s after DESCONEXION",
+                    address=self.address, seconds=self.timeout,
+                )
             ) from None
         finally:
             self.close()

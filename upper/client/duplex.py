@@ -42,6 +42,7 @@ from upper.client.errors import (
     UpperClientError,
 )
 from upper.client.tls import handshake_failure, session_failure, shutdown_write
+from upper.i18n import Message
 from upper.protocol.address import format_address
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,23 @@ def connect(
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
-        raise ConnectError(f"unknown host {host!r}: {exc.strerror}") from None
+        raise ConnectError(
+            Message("unknown host {host}: {reason}", host=repr(host), reason=exc.strerror)
+        ) from None
     except TimeoutError:
-        raise ConnectError(f"could not connect to {address}: timed out after {timeout}s") from None
+        raise ConnectError(
+            Message(
+                "could not connect to {address}: timed out after {seconds}s",
+                address=address, seconds=timeout,
+            )
+        ) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.ECONNREFUSED:
-            reason = "connection refused (is the server running?)"
-        raise ConnectError(f"could not connect to {address}: {reason}") from None
+            reason = Message("connection refused (is the server running?)")
+        raise ConnectError(_could_not_connect(address, reason)) from None
     except (OverflowError, ValueError) as exc:
-        raise ConnectError(f"could not connect to {address}: {exc}") from None
+        raise ConnectError(_could_not_connect(address, exc)) from None
     # Each line is a small write: without this, Nagle holds it back behind the last reply's ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if ssl_context is not None:
@@ -170,14 +178,39 @@ class Duplex:
         """
         self.close()
         if isinstance(cause, TimeoutError):
-            doing = "sending to" if sending else "waiting for"
-            return ReplyTimeout(f"timed out after {self.timeout}s {doing} {self.address}")
+            if sending:
+                message = Message(
+                    "timed out after {seconds}s sending to {address}",
+                    seconds=self.timeout, address=self.address,
+                )
+            else:
+                message = Message(
+                    "timed out after {seconds}s waiting for {address}",
+                    seconds=self.timeout, address=self.address,
+                )
+            return ReplyTimeout(message)
         if cause is None:
-            detail = f" with {unanswered} line(s) unanswered" if unanswered > 0 else ""
-            return ConnectionLost(f"server {self.address} closed the connection{detail}")
-        during = " while sending" if sending else ""
+            if unanswered > 0:
+                return ConnectionLost(
+                    Message(
+                        "server {address} closed the connection with {count} line(s) unanswered",
+                        address=self.address, count=unanswered,
+                    )
+                )
+            return ConnectionLost(
+                Message("server {address} closed the connection", address=self.address)
+            )
         reason = session_failure(cause) or cause.strerror or cause
-        return ConnectionLost(f"connection to {self.address} lost{during}: {reason}")
+        if sending:
+            message = Message(
+                "connection to {address} lost while sending: {reason}",
+                address=self.address, reason=reason,
+            )
+        else:
+            message = Message(
+                "connection to {address} lost: {reason}", address=self.address, reason=reason
+            )
+        return ConnectionLost(message)
 
     def server_closed_now(self) -> bool | None:
         """Whether the server has closed or reset the connection, told at once, without
@@ -465,3 +498,7 @@ class Duplex:
                 break
             chunks.append(data)
         return b"".join(chunks)
+
+
+def _could_not_connect(address: str, reason) -> Message:
+    return Message("could not connect to {address}: {reason}", address=address, reason=reason)

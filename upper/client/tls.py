@@ -9,6 +9,7 @@ import socket
 import ssl
 
 from upper.client.errors import ConnectError
+from upper.i18n import Message
 
 _NOT_TLS = {
     "WRONG_VERSION_NUMBER",
@@ -44,35 +45,48 @@ def client_context(
         context = ssl.create_default_context(cafile=cafile)
     except ssl.SSLError as exc:
         raise TLSSetupError(
-            f"CA file {cafile}: not a PEM CA certificate ({_reason(exc)})"
+            Message(
+                "CA file {path}: not a PEM CA certificate ({reason})",
+                path=cafile, reason=_reason(exc),
+            )
         ) from None
     except OSError as exc:
-        raise TLSSetupError(f"CA file {cafile}: {exc.strerror or exc}") from None
+        raise TLSSetupError(
+            Message("CA file {path}: {reason}", path=cafile, reason=exc.strerror or exc)
+        ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if key and not cert:
-        raise TLSSetupError("a client key needs its certificate (--cert)")
+        raise TLSSetupError(Message("a client key needs its certificate (--cert)"))
     if cert:
         try:
             context.load_cert_chain(cert, key)
         except FileNotFoundError as exc:
             raise TLSSetupError(
-                f"client certificate {exc.filename or cert}: {exc.strerror}"
+                Message(
+                    "client certificate {path}: {reason}",
+                    path=exc.filename or cert, reason=exc.strerror,
+                )
             ) from None
         except (OSError, ssl.SSLError) as exc:
             if getattr(exc, "reason", None) in _MISMATCH:
-                why = "the key does not match the certificate"
+                why = Message("the key does not match the certificate")
             elif isinstance(exc, ssl.SSLError):
-                why = "it needs a PEM certificate and its private key (--key if not in it)"
+                why = Message("it needs a PEM certificate and its private key (--key if not in it)")
             else:
                 why = _reason(exc)
-            raise TLSSetupError(
-                f"cannot use the client certificate {cert}"
-                + (f" with the key {key}" if key else "")
-                + f": {why}"
-            ) from None
+            if key:
+                message = Message(
+                    "cannot use the client certificate {cert} with the key {key}: {reason}",
+                    cert=cert, key=key, reason=why,
+                )
+            else:
+                message = Message(
+                    "cannot use the client certificate {cert}: {reason}", cert=cert, reason=why
+                )
+            raise TLSSetupError(message) from None
     return context
 
 
@@ -92,8 +106,10 @@ def client_context_from(
         return None
     if insecure and warn is not None:
         warn(
-            "--insecure: the server's certificate is not verified; anyone in between can "
-            "read and change the traffic"
+            Message(
+                "--insecure: the server's certificate is not verified; anyone in between can "
+                "read and change the traffic"
+            )
         )
     return client_context(cafile, insecure=insecure, cert=cert, key=key)
 
@@ -109,22 +125,29 @@ def _reason(exc: OSError) -> str:
 def handshake_failure(exc: OSError, address: str, timeout: float | None) -> str:
     """One line that says why the TLS handshake with ``address`` failed, and what to do."""
     if isinstance(exc, TimeoutError):
-        return f"TLS handshake with {address} timed out after {timeout}s"
+        return Message(
+            "TLS handshake with {address} timed out after {seconds}s",
+            address=address, seconds=timeout,
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (
-            f"TLS: the certificate of {address} could not be verified: {_reason(exc)} "
-            "(if it comes from your own CA, trust it with --cafile FILE)"
+        return Message(
+            "TLS: the certificate of {address} could not be verified: {reason} "
+            "(if it comes from your own CA, trust it with --cafile FILE)",
+            address=address, reason=_reason(exc),
         )
     if isinstance(exc, ssl.SSLEOFError) or isinstance(exc, ConnectionResetError):
-        return f"TLS handshake with {address} failed: the server closed the connection"
-    if isinstance(exc, ssl.SSLError) and exc.reason in _NOT_TLS:
-        return (
-            f"TLS handshake with {address} failed: the server does not speak TLS "
-            f"(a plaintext server?) ({_reason(exc)})"
+        return Message(
+            "TLS handshake with {address} failed: the server closed the connection",
+            address=address,
         )
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake with {address} failed: {_reason(exc)}"
-    return f"TLS handshake with {address} failed: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLError) and exc.reason in _NOT_TLS:
+        return Message(
+            "TLS handshake with {address} failed: the server does not speak TLS "
+            "(a plaintext server?) ({reason})",
+            address=address, reason=_reason(exc),
+        )
+    reason = _reason(exc) if isinstance(exc, ssl.SSLError) else exc.strerror or exc
+    return Message("TLS handshake with {address} failed: {reason}", address=address, reason=reason)
 
 
 def session_failure(exc: OSError) -> str | None:
@@ -137,10 +160,12 @@ def session_failure(exc: OSError) -> str | None:
         return None
     reason = _reason(exc)
     if "certificate required" in reason:
-        return f"the server requires a client certificate (--cert, --key): {reason}"
+        return Message(
+            "the server requires a client certificate (--cert, --key): {reason}", reason=reason
+        )
     if "alert" in reason and ("certificate" in reason or "unknown ca" in reason):
-        return f"the server refused the client certificate: {reason}"
-    return f"TLS error: {reason}"
+        return Message("the server refused the client certificate: {reason}", reason=reason)
+    return Message("TLS error: {reason}", reason=reason)
 
 
 def shutdown_write(sock: socket.socket) -> None:

@@ -14,6 +14,7 @@ Error handling:
 """
 
 import argparse
+import errno
 import ipaddress
 import logging
 import sys
@@ -26,6 +27,14 @@ from upper.cli.options import (
     port,
     resolve_port,
 )
+from upper.cli.parser import (
+    CommandLine,
+    choose_language,
+    interrupted_status,
+    invoked_as,
+    usage_error_status,
+)
+from upper.i18n import _, translated
 from upper.protocol.address import format_address
 from upper.protocol.proxy import VERSIONS
 from upper.server import defaults, metrics, systemd
@@ -44,95 +53,117 @@ from upper.server.workers import (
     worker_command,
 )
 
-PROG = "upper_server"
+SCRIPT = "upper-server"
+READY_NAME = "upper_server"
+"""The ready line's first word: tools and tests read that line, so it never changes
+(not with the command's name, not with the language)."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AIRPLAY_PORT = 5000
+"""macOS's AirPlay Receiver listens on this port by default."""
+
+
+def prog() -> str:
+    return invoked_as(SCRIPT)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="A gevent TCP server that answers every line in uppercase "
-        "(a line that is exactly DESCONEXION ends the session).",
+    parser = CommandLine(
+        prog=prog(),
+        description=_("A gevent TCP server that answers every line in uppercase "
+                      "(a line that is exactly DESCONEXION ends the session)."),
+        exit_statuses=[
+            (0, _("stopped by SIGTERM or SIGINT, after the connections' grace period")),
+            (1, _("cannot listen on the address, serve the metrics, or use the TLS files")),
+            usage_error_status(_("usage error (a bad option or value, or --workers above 1 "
+                                 "without fork())")),
+            interrupted_status(_("interrupted (Ctrl+C) while starting, before serving")),
+        ],
     )
     add_address_options(
-        parser, host_help="address to listen on", port_help="TCP port, 0 picks a free one"
+        parser, host_help=_("address to listen on"), port_help=_("TCP port, 0 picks a free one")
     )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help=_("the least severe log records written to stderr (default: %(default)s)"),
+    )
     parser.add_argument(
         "--idle-timeout",
         type=number(float),
         default=defaults.IDLE_TIMEOUT,
         metavar="SECONDS",
-        help="close a connection with no progress in either direction for this long; "
-        "0 turns it off (default: %(default)s)",
+        help=_("close a connection with no progress in either direction for this long; "
+               "0 turns it off (default: %(default)s)"),
     )
     parser.add_argument(
         "--max-connections",
         type=number(int),
         default=0,
         metavar="N",
-        help="connections served at once; more wait in the listen backlog "
-        "(default: the open-file limit less a reserve)",
+        help=_("connections served at once; more wait in the listen backlog "
+               "(default: the open-file limit less a reserve)"),
     )
     parser.add_argument(
         "--shutdown-timeout",
         type=number(float),
         default=defaults.SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long connections get to finish; on SIGHUP, how long "
-        "the replaced workers' sessions get to end on their own first (default: %(default)s)",
+        help=_("on SIGTERM/SIGINT, how long connections get to finish; on SIGHUP, how long "
+               "the replaced workers' sessions get to end on their own first "
+               "(default: %(default)s)"),
     )
     parser.add_argument(
         "--workers",
         type=number(int),
         default=1,
         metavar="N",
-        help="worker processes sharing the port; 0 means one per CPU (default: 1)",
+        help=_("worker processes sharing the port; 0 means one per CPU (default: 1)"),
     )
     parser.add_argument(
         "--stats-interval",
         type=number(float),
         default=0,
         metavar="SECONDS",
-        help="log the server's counters this often, lines and bytes counted too; "
-        "0 turns it off (default: 0)",
+        help=_("log the server's counters this often, lines and bytes counted too; "
+               "0 turns it off (default: 0)"),
     )
     parser.add_argument(
         "--metrics-port",
         type=port(1),
         default=None,
         metavar="PORT",
-        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics, lines and bytes "
-        "counted too (default: off)",
+        help=_("serve Prometheus metrics at http://METRICS_HOST:PORT/metrics, lines and bytes "
+               "counted too (default: off)"),
     )
     parser.add_argument(
         "--metrics-host",
         default="127.0.0.1",
-        help="address the metrics are served on (default: %(default)s)",
+        help=_("address the metrics are served on (default: %(default)s)"),
     )
     parser.add_argument(
         "--proxy-protocol",
         choices=VERSIONS,
         default=None,
-        help="every connection must begin with a PROXY protocol header of this version "
-        "(from a balancer such as HAProxy); the client address it names is the one logged "
-        "(default: off)",
+        help=_("every connection must begin with a PROXY protocol header of this version "
+               "(from a balancer such as HAProxy); the client address it names is the one "
+               "logged (default: off)"),
     )
     parser.add_argument(
         "--proxy-allow-from",
         type=networks,
         default=defaults.PROXY_ALLOW_FROM,
         metavar="CIDR[,CIDR...]",
-        help="with --proxy-protocol, the balancers' addresses; connections from elsewhere "
-        "are closed without a reply (default: %(default)s)",
+        help=_("with --proxy-protocol, the balancers' addresses; connections from elsewhere "
+               "are closed without a reply (default: %(default)s)"),
     )
     parser.add_argument(
         "--proxy-header-timeout",
         type=number(float, above=True),
         default=defaults.PROXY_HEADER_TIMEOUT,
         metavar="SECONDS",
-        help="with --proxy-protocol, close a connection whose header is not all there "
-        "this long after accept (default: %(default)s)",
+        help=_("with --proxy-protocol, close a connection whose header is not all there "
+               "this long after accept (default: %(default)s)"),
     )
     add_server_tls_options(parser, defaults.HANDSHAKE_TIMEOUT)
     return parser
@@ -147,6 +178,7 @@ def networks(text: str) -> list:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    choose_language(sys.argv[1:] if argv is None else list(argv), prog())
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_port(parser, args, lowest=0)
@@ -155,16 +187,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.workers = usable_cpus()
     if args.workers > 1 and not can_fork():
         parser.error(
-            f"argument --workers: worker processes need fork(), which {sys.platform} "
-            "does not have; use --workers 1 (for more cores, run one server per port "
-            "behind a balancer)"
+            _("argument --workers: worker processes need fork(), which {platform} "
+              "does not have; use --workers 1 (for more cores, run one server per port "
+              "behind a balancer)").format(platform=sys.platform)
         )
     return args
 
 
 def fail(message: str, code: int = 1) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(_("{prog}: error: {message}").format(prog=prog(), message=message), file=sys.stderr)
     return code
+
+
+def listen_failure(exc: ListenError, port: int) -> str:
+    """The one line for an address that cannot be listened on; on macOS, port 5000 in use
+    is most likely the AirPlay Receiver, which the user may not know runs."""
+    message = translated(exc)
+    if exc.errno == errno.EADDRINUSE and port == AIRPLAY_PORT and sys.platform == "darwin":
+        message += _("; on macOS the AirPlay Receiver usually holds port 5000: turn it off "
+                     "(System Settings, General, AirDrop & Handoff) or use another --port")
+    return message
 
 
 def tls_context(args):
@@ -205,7 +247,7 @@ def main(argv=None) -> int:
     try:
         ssl_context = tls_context(args)
     except CertificateFilesError as exc:
-        return fail(str(exc))
+        return fail(translated(exc))
     raise_open_file_limit()
     inheritance = inherited()
     if inheritance is not None:
@@ -215,7 +257,7 @@ def main(argv=None) -> int:
         try:
             listeners = open_listeners(args.host, args.port, UpperServer.backlog)
         except ListenError as exc:
-            return fail(str(exc))
+            return fail(listen_failure(exc, args.port))
     if not args.metrics_port:
         return serve(listeners, args, argv, ssl_context)
     directory = metrics.prepare()
@@ -224,7 +266,11 @@ def main(argv=None) -> int:
             metrics_server = metrics.serve(args.metrics_host, args.metrics_port)
         except OSError as exc:
             shown = format_address(args.metrics_host, args.metrics_port)
-            return fail(f"cannot serve metrics on {shown}: {exc.strerror or exc}")
+            return fail(
+                _("cannot serve metrics on {address}: {reason}").format(
+                    address=shown, reason=exc.strerror or exc
+                )
+            )
         try:
             return serve(listeners, args, argv, ssl_context)
         finally:
@@ -264,7 +310,7 @@ def serve(listeners, args, argv: list[str], ssl_context=None) -> int:
 
 def announce(addresses: str) -> None:
     """The ready line: one line naming every address listened on."""
-    print(f"{PROG} listening on {addresses}", flush=True)
+    print(f"{READY_NAME} listening on {addresses}", flush=True)
 
 
 def run() -> None:

@@ -10,6 +10,7 @@ import errno
 import socket
 import sys
 
+from upper.i18n import Message
 from upper.protocol.address import format_address
 
 PORT_RETRIES = 5
@@ -17,7 +18,12 @@ PORT_RETRIES = 5
 
 
 class ListenError(Exception):
-    """The address cannot be listened on; the message says why in one line."""
+    """The address cannot be listened on; the message says why in one line, and
+    ``errno`` is the system's reason (``None`` for a host that does not resolve)."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 def resolve(host: str, port: int) -> list[tuple]:
@@ -25,7 +31,9 @@ def resolve(host: str, port: int) -> list[tuple]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on host {host!r}: {exc.strerror}") from None
+        raise ListenError(
+            Message("cannot listen on host {host}: {reason}", host=repr(host), reason=exc.strerror)
+        ) from None
     distinct = []
     for family, kind, proto, _name, address in infos:
         entry = (family, kind, proto, address)
@@ -96,12 +104,18 @@ def listening_socket(family, kind, proto, address, backlog: int) -> socket.socke
 def _listen_error(exc: OSError, host: str, port: int) -> ListenError:
     shown = format_address(host, port)
     if exc.errno == errno.EADDRINUSE:
-        return ListenError(f"address {shown} is already in use")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return ListenError(f"cannot listen on {shown}: no such address on this machine")
-    if exc.errno == errno.EACCES:
-        return ListenError(f"cannot listen on {shown}: permission denied")
-    return ListenError(f"cannot listen on {shown}: {exc.strerror or exc}")
+        message = Message("address {address} is already in use", address=shown)
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        message = Message(
+            "cannot listen on {address}: no such address on this machine", address=shown
+        )
+    elif exc.errno == errno.EACCES:
+        message = Message("cannot listen on {address}: permission denied", address=shown)
+    else:
+        message = Message(
+            "cannot listen on {address}: {reason}", address=shown, reason=exc.strerror or exc
+        )
+    return ListenError(message, exc.errno)
 
 
 def addresses_text(listeners: list[socket.socket]) -> str:

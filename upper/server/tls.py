@@ -34,6 +34,7 @@ import logging
 import ssl
 
 from upper.green import READ, watch
+from upper.i18n import Message
 from upper.server import defaults
 from upper.server.connection import Connection, State, _Rejected
 from upper.server.defaults import RECV_SIZE
@@ -83,7 +84,10 @@ def server_context(
         context.set_ciphers(defaults.TLS_CIPHERS if ciphers is None else ciphers)
     except ssl.SSLError:
         raise CertificateFilesError(
-            f"--tls-ciphers {ciphers!r}: OpenSSL selects no cipher suite from it"
+            Message(
+                "--tls-ciphers {ciphers}: OpenSSL selects no cipher suite from it",
+                ciphers=repr(ciphers),
+            )
         ) from None
     for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path is None:
@@ -92,26 +96,41 @@ def server_context(
             with open(path, "rb"):
                 pass
         except OSError as exc:
-            why = f"{option} {path}: cannot read it: {_reason(exc)}"
-            raise CertificateFilesError(why) from None
+            raise CertificateFilesError(
+                Message(
+                    "{option} {path}: cannot read it: {reason}",
+                    option=option, path=path, reason=_reason(exc),
+                )
+            ) from None
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
         if exc.reason in _MISMATCH:
-            what = f"the key in {key or cert} does not match the certificate {cert}"
+            what = Message(
+                "the key in {key} does not match the certificate {cert}", key=key or cert, cert=cert
+            )
         else:
             detail = "" if exc.reason in (None, "PEM lib") else f" ({_reason(exc)})"
-            what = (
-                f"cannot use {cert}" + (f" with {key}" if key else "") + ": it needs a PEM "
-                f"certificate and its private key{detail}"
-            )
+            if key:
+                what = Message(
+                    "cannot use {cert} with {key}: it needs a PEM certificate and its private "
+                    "key{detail}", cert=cert, key=key, detail=detail,
+                )
+            else:
+                what = Message(
+                    "cannot use {cert}: it needs a PEM certificate and its private key{detail}",
+                    cert=cert, detail=detail,
+                )
         raise CertificateFilesError(what) from None
     if client_ca is not None:
         try:
             context.load_verify_locations(cafile=client_ca)
         except ssl.SSLError as exc:
             raise CertificateFilesError(
-                f"--tls-client-ca {client_ca}: not a PEM CA certificate ({_reason(exc)})"
+                Message(
+                    "--tls-client-ca {path}: not a PEM CA certificate ({reason})",
+                    path=client_ca, reason=_reason(exc),
+                )
             ) from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
