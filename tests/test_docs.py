@@ -190,3 +190,22 @@ def test_docs_checking_names_every_key_of_the_json_document():
     summary_row = re.search(r"^\| `summary` \|.*$", (ROOT / "docs" / "checking.md").read_text(),
                             flags=re.MULTILINE).group(0)
     assert all(f"`{key}`" in summary_row for key in document["summary"]), summary_row
+
+
+# --- paths named in the docs ---------------------------------------------------------------
+
+_NAMED_PATH = re.compile(
+    r"`((?:upper|upper_server|upper_client|upper_protocol|upper_gevent|loadtest|benchmarks|tests)"
+    r"/[\w/.-]*\.(?:py|c|po|md))`"
+)
+
+
+def test_every_source_path_the_docs_name_exists():
+    """A module moved or renamed is not left behind in the docs under its old path."""
+    gone = {}
+    for path in documents():
+        missing = [name for name in _NAMED_PATH.findall(path.read_text())
+                   if not (ROOT / name).exists()]
+        if missing:
+            gone[path.relative_to(ROOT).as_posix()] = sorted(set(missing))
+    assert not gone, f"paths in the docs that do not exist: {gone}"

@@ -7,7 +7,7 @@ which its death unmaps again, so every short connection paid two system calls
 and their page faults on top of creating, starting and freeing the greenlet.
 A greenlet whose call has returned parks here instead, and the next call runs
 in it. Measured with ``python -m benchmarks.bench --loads churn`` (200
-clients, 5 messages each, reconnecting): see the README's Performance section.
+clients, 5 messages each, reconnecting): see docs/performance.md.
 
 Only the hub calls ``run`` (in an event loop callback): it switches into the
 greenlet at once, and the greenlet switches back to the hub whenever it waits,
