@@ -28,7 +28,8 @@ from upper.check.started import Launch, Run, run_started
 from upper.check.student_server import free_port, has_port_placeholder, with_port
 from upper.check.target import Target
 from upper.cli.options import number
-from upper.i18n import _, ngettext, translated
+from upper.cli.parser import error_line
+from upper.i18n import _, ngettext
 
 DEFAULT_OUT = "upper-check-reports"
 
@@ -126,7 +127,7 @@ def _run_in_text(launch: Launch, target: Target, args: argparse.Namespace, prog:
         launch, target, args.checks, args.level, on_started=started, on_result=report.result
     )
     if run.start_error is not None:
-        print(_error_line(prog, run.error), file=sys.stderr)
+        print(error_line(prog, run.error), file=sys.stderr)
         for line in run.server_lines()[1:]:
             print(line, file=sys.stderr)
         return run
@@ -141,7 +142,7 @@ def grade(args: argparse.Namespace, ssl_context, prog: str) -> int:
     try:
         students = read_class(args.class_file)
     except ClassFileError as exc:
-        print(_error_line(prog, exc), file=sys.stderr)
+        print(error_line(prog, exc), file=sys.stderr)
         return EXIT_UNUSABLE
     out_dir = Path(args.out or DEFAULT_OUT)
     grading = Grading(
@@ -165,7 +166,7 @@ def grade(args: argparse.Namespace, ssl_context, prog: str) -> int:
     try:
         results = grade_class(students, grading, out_dir, on_graded=graded)
     except OSError as exc:
-        print(_error_line(prog, exc), file=sys.stderr)
+        print(error_line(prog, exc), file=sys.stderr)
         return EXIT_UNUSABLE
     print()
     print(summary_table(results, args.level))
@@ -183,10 +184,6 @@ def write_plain_junit(
     _junit(args, [(SUITE_PREFIX, Run(args.level, target, results, seconds))], prog)
 
 
-def _error_line(prog: str, error) -> str:
-    return _("{prog}: error: {message}").format(prog=prog, message=translated(error))
-
-
 def _junit(args: argparse.Namespace, suites, prog: str) -> bool:
     """Write ``--junit`` if asked; ``False`` (and one line on stderr) if it cannot be."""
     if not args.junit:
@@ -194,6 +191,6 @@ def _junit(args: argparse.Namespace, suites, prog: str) -> bool:
     try:
         write_junit(args.junit, suites)
     except OSError as exc:
-        print(_error_line(prog, f"{args.junit}: {exc.strerror or exc}"), file=sys.stderr)
+        print(error_line(prog, f"{args.junit}: {exc.strerror or exc}"), file=sys.stderr)
         return False
     return True

@@ -23,14 +23,16 @@ from upper.cli.options import (
 from upper.cli.parser import (
     CommandLine,
     choose_language,
+    error_line,
     fill,
     interrupted_status,
     invoked_as,
     usage_error_status,
+    warn,
 )
 from upper.client.duplex import DEFAULT_TIMEOUT
 from upper.client.tls import TLSSetupError, client_context_from
-from upper.i18n import _, translated
+from upper.i18n import _
 
 SCRIPT = "upper-check"
 
@@ -106,9 +108,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        ssl_context = client_context_from(args, warn=warn)
+        ssl_context = client_context_from(args, warn=lambda message: warn(prog(), message))
     except TLSSetupError as exc:
-        print(error_line(exc), file=sys.stderr)
+        print(error_line(prog(), exc), file=sys.stderr)
         return EXIT_UNUSABLE
     from upper.check import classroom_cli
 
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
     try:
         preflight(target)
     except ServerGone as gone:
-        print(error_line(gone), file=sys.stderr)
+        print(error_line(prog(), gone), file=sys.stderr)
         return EXIT_UNUSABLE
     started = time.monotonic()
     if args.json:
@@ -136,17 +138,6 @@ def main(argv=None) -> int:
         report.finish(results, time.monotonic() - started)
     classroom_cli.write_plain_junit(args, target, results, time.monotonic() - started, prog())
     return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
-
-
-def error_line(error) -> str:
-    return _("{prog}: error: {message}").format(prog=prog(), message=translated(error))
-
-
-def warn(message: str) -> None:
-    print(
-        _("{prog}: warning: {message}").format(prog=prog(), message=translated(message)),
-        file=sys.stderr,
-    )
 
 
 def run() -> None:

@@ -103,3 +103,16 @@ def usage_error_status(meaning: str | None = None) -> tuple[int, str]:
 
 def interrupted_status(meaning: str | None = None) -> tuple[int, str]:
     return 130, meaning or _("interrupted (Ctrl+C)")
+
+
+def error_line(prog: str, error) -> str:
+    """``PROG: error: MESSAGE``, the one line every command prints for a user's mistake."""
+    return _("{prog}: error: {message}").format(prog=prog, message=i18n.translated(error))
+
+
+def warn(prog: str, message) -> None:
+    """``PROG: warning: MESSAGE`` on stderr."""
+    print(
+        _("{prog}: warning: {message}").format(prog=prog, message=i18n.translated(message)),
+        file=sys.stderr,
+    )

@@ -13,16 +13,18 @@ from upper.cli.options import (
 from upper.cli.parser import (
     CommandLine,
     choose_language,
+    error_line,
     interrupted_status,
     invoked_as,
     usage_error_status,
+    warn,
 )
 from upper.client.client import UpperClient
 from upper.client.duplex import DEFAULT_TIMEOUT, Duplex
 from upper.client.errors import UpperClientError
 from upper.client.server_watch import ServerGone, ServerWatch
 from upper.client.tls import client_context_from
-from upper.i18n import _, ngettext, translated
+from upper.i18n import _, ngettext
 from upper.protocol import encode_text, ends_session
 
 SCRIPT = "upper-client"
@@ -138,7 +140,7 @@ def interactive(client: UpperClient) -> int:
 def server_gone_unattended(connection: Duplex, watch: ServerWatch) -> None:
     """The server went away and input() cannot be interrupted here: say so and end."""
     print(file=sys.stdout, flush=True)
-    print(error_line(connection.failure(watch.cause)), file=sys.stderr, flush=True)
+    print(error_line(prog(), connection.failure(watch.cause)), file=sys.stderr, flush=True)
     os._exit(1)
 
 
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     client = None
     try:
-        ssl_context = client_context_from(args, warn=warn)
+        ssl_context = client_context_from(args, warn=lambda message: warn(prog(), message))
         client = UpperClient(args.host, args.port, args.timeout, ssl_context=ssl_context)
         client.connect()
         if args.messages:
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
             return interactive(client)
         return filter_stdin(client)
     except UpperClientError as exc:
-        print(error_line(exc), file=sys.stderr)
+        print(error_line(prog(), exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -176,17 +178,6 @@ def main(argv=None) -> int:
     finally:
         if client is not None:
             client.close()
-
-
-def error_line(error) -> str:
-    return _("{prog}: error: {message}").format(prog=prog(), message=translated(error))
-
-
-def warn(message: str) -> None:
-    print(
-        _("{prog}: warning: {message}").format(prog=prog(), message=translated(message)),
-        file=sys.stderr,
-    )
 
 
 def run() -> None:

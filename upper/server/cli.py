@@ -30,6 +30,7 @@ from upper.cli.options import (
 from upper.cli.parser import (
     CommandLine,
     choose_language,
+    error_line,
     interrupted_status,
     invoked_as,
     usage_error_status,
@@ -195,7 +196,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def fail(message: str, code: int = 1) -> int:
-    print(_("{prog}: error: {message}").format(prog=prog(), message=message), file=sys.stderr)
+    print(error_line(prog(), message), file=sys.stderr)
     return code
 
 
