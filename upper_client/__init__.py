@@ -3,20 +3,7 @@
 The code lives in ``upper.client``; this name only starts it, and re-exports its library.
 """
 
-from upper.client import (
-    ConnectError,
-    ConnectionLost,
-    NotConnected,
-    ReplyTimeout,
-    UpperClient,
-    UpperClientError,
-)
+from upper import client as _client
+from upper.client import *  # noqa: F403 - the library, under its old name
 
-__all__ = [
-    "ConnectError",
-    "ConnectionLost",
-    "NotConnected",
-    "ReplyTimeout",
-    "UpperClient",
-    "UpperClientError",
-]
+__all__ = _client.__all__
