@@ -196,3 +196,23 @@ def assert_a_killed_worker_is_replaced(server, seen_workers: dict) -> dict[int, 
     assert set(replaced) - set(workers), "no new worker was started"
     assert answers(server.address)
     return {**workers, **replaced}
+
+
+ECHO_SERVER = """
+import socketserver, sys
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            if line.rstrip() == b"DESCONEXION":
+                return
+            self.wfile.write(line)
+            self.wfile.flush()
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = allow_reuse_address = True
+port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
+with Server(("127.0.0.1", port), Echo) as server:
+    print("echo listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+    server.serve_forever()
+"""
+"""``python -c ECHO_SERVER [--port N]``: a wrong server that answers every line unchanged
+(not uppercased), for the load drivers' tests; its ready line is the launcher's."""

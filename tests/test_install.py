@@ -16,7 +16,6 @@ import sys
 import venv
 
 import pytest
-
 from helpers import clean_env
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

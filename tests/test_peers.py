@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import ECHO_SERVER
 
 from benchmarks import driver
 from benchmarks.peers import NATIVE_PEERS, PEERS
@@ -159,18 +160,6 @@ def test_driver_cli_against_threading_peer():
         assert r["sessions"] > 0, r
 
 
-ECHO_SERVER = """
-import socketserver
-class Echo(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            self.wfile.write(line)
-class Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-with Server(("127.0.0.1", 0), Echo) as server:
-    print("echo listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
-    server.serve_forever()
-"""
 
 
 def test_driver_counts_errors_against_a_wrong_server():

@@ -10,7 +10,7 @@ import shutil
 import sys
 
 import pytest
-from helpers import require_tool
+from helpers import ECHO_SERVER, require_tool
 
 from benchmarks import tsung_bench
 from benchmarks.bench import SERVERS
@@ -26,21 +26,7 @@ def tsung():
 @pytest.fixture
 def echo_server(monkeypatch):
     """A server that answers every line unchanged: Tsung's match must catch it."""
-    code = (
-        "import socketserver, sys\n"
-        "class Echo(socketserver.StreamRequestHandler):\n"
-        "    def handle(self):\n"
-        "        for line in self.rfile:\n"
-        "            if line.rstrip() == b'DESCONEXION': return\n"
-        "            self.wfile.write(line); self.wfile.flush()\n"
-        "class Server(socketserver.ThreadingTCPServer):\n"
-        "    daemon_threads = True; allow_reuse_address = True\n"
-        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
-        "with Server(('127.0.0.1', port), Echo) as server:\n"
-        "    print('echo listening on 127.0.0.1:%d' % server.server_address[1], flush=True)\n"
-        "    server.serve_forever()\n"
-    )
-    monkeypatch.setitem(SERVERS, ECHO, [sys.executable, "-c", code])
+    monkeypatch.setitem(SERVERS, ECHO, [sys.executable, "-c", ECHO_SERVER])
     return ECHO
 
 
