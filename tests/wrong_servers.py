@@ -283,8 +283,11 @@ class DyingServer(CorrectServer):
     def admit(self, conn):
         if self.accepted <= self.connections:
             return True
+        # The listener first: once this connection's close reaches the client, its next
+        # connection must be refused, not land in the backlog and be reset (seen under a
+        # CPU hog, when this thread was descheduled between the two closes).
+        self._listener.close()
         conn.close()
-        self._listener.close()  # from now on, connections are refused
         with self._lock:
             for served in self._connections:
                 try:
