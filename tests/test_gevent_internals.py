@@ -7,9 +7,11 @@ listed name is covered by at least one.
 """
 
 import _socket
+import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 
 import gevent
@@ -103,6 +105,38 @@ def test_a_watchers_events_change_only_while_stopped(hub, pair):
     assert seen == ["parked", "woken"]
     assert watcher.events & WRITE
     watcher.close()
+
+
+# What watch() relies on, on each of gevent's loops (libuv is Windows' default).
+_RESTART_SCRIPT = """
+import socket, gevent
+from upper.green import READ, watch
+a, b = socket.socketpair()
+a.setblocking(False)
+watcher = gevent.get_hub().loop.io(a.fileno(), READ)
+calls = []
+watch(watcher, READ, lambda: calls.append("first"))
+gevent.sleep(0.01)
+assert watcher.events == READ, watcher.events  # as set: watch() compares it
+# Active, same events: start() alone must replace the callback.
+watch(watcher, READ, lambda: (calls.append("second"), watcher.stop()))
+b.send(b"x")
+gevent.sleep(0.1)
+assert calls == ["second"], calls
+print(gevent.get_hub().loop.__class__.__module__)
+"""
+
+
+@pytest.mark.parametrize("loop", ["libev-cext", "libev-cffi", "libuv-cffi"])
+@relies_on("gevent I/O watcher", "start", "events")
+def test_starting_an_active_watcher_replaces_its_callback_on_every_loop(loop):
+    done = subprocess.run(
+        [sys.executable, "-c", _RESTART_SCRIPT],
+        env={**os.environ, "GEVENT_LOOP": loop},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert loop.split("-")[0] in done.stdout  # that loop, not a fallback
 
 
 @relies_on("gevent I/O watcher", "stop")

@@ -77,7 +77,6 @@ from upper.protocol import SessionState, UpperSession, fast_reply
 from upper.protocol.address import format_address
 from upper.protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from upper.server.defaults import (
-    DRAIN_SIZE,
     HANDSHAKE_TIMEOUT,
     PROXY_HEADER_TIMEOUT,
     READS_PER_TURN,
@@ -696,10 +695,12 @@ class Connection:
     def _drain(self) -> None:
         """Input while ``DRAINING`` (a hub callback): discard it; close at the peer's EOF.
 
-        One read per wake-up, so a peer that floods us here gets no more than its turn.
+        One read per wake-up, so a peer that floods us here gets no more than its turn. It
+        reads into the server's receive buffer: ``recv(n)`` would allocate ``n`` bytes (and
+        shrink them) only to throw them away.
         """
         try:
-            if self.sock.recv(DRAIN_SIZE):
+            if self.sock.recv_into(self.server.receive_buffer):
                 return
         except BlockingIOError:
             return

@@ -30,9 +30,8 @@ only. The standard library's default list also offers CBC suites (LUCKY13, as te
 reports); ``--tls-ciphers`` widens it. TLS 1.3's suites are all AEAD and not set here."""
 
 RECV_SIZE = 64 * 1024
-"""The server's one receive buffer (under glibc's mmap threshold)."""
-DRAIN_SIZE = 256 * 1024
-"""What one read discards while draining after our FIN."""
+"""The server's one receive buffer (under glibc's mmap threshold); the drain after our FIN
+reads into it too."""
 READS_PER_TURN = 4
 """Full reads in a row (of ``RECV_SIZE`` each) before a busy connection lets the event loop
 run everything else. 4 x 64 KiB is well under a millisecond of work, and costs a flooding
