@@ -140,6 +140,9 @@ def measure(tsung: str, name: str, load: str, duration: float, rate: int, cpus: 
             [tsung, "-n", "-i", f"upper{os.getpid()}", "-f", str(folder / "run.xml"),
              "-l", str(folder / "log"), "start"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Erlang leaves erl_crash.dump in its working directory when stopped
+            # abnormally: keep it in the throwaway folder, not the user's.
+            cwd=folder,
             preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
         driver = psutil.Process(process.pid)
