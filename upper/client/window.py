@@ -46,11 +46,15 @@ class Window(Generic[Tag]):
 
     def replies(self) -> Iterator[tuple[bytes, Tag, float, float]]:
         client = self.client
-        send_lines = client.send_lines
-        receive_lines = client.receive_lines
         in_flight = self.in_flight
         batch = list(islice(self._source, self.depth))
         try:
+            # The connection's own methods, bound once: the Locust user's pipelined load
+            # comes through here once per batch, and UpperClient's send_lines() and
+            # receive_lines() would add two calls and a connection check to each.
+            connection = client.connection
+            send_lines = connection.send_all
+            receive_lines = connection.read_lines
             while True:
                 if batch:
                     sent_at = perf_counter()
