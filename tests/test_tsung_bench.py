@@ -34,7 +34,7 @@ def test_churn_against_upper_matches_every_reply(tsung):
     run = tsung_bench.measure(tsung, "upper", "churn", 3, 200, {0})
     assert not run.failed, run
     assert run.sessions > 0 and run.requests > 0, run
-    assert run.mismatches == 0, run
+    assert run.mismatches == 0 and run.matches > 0, run
     assert 0 < run.p50_ms <= run.p99_ms, run
     assert run.server_cpu_us_per_request > 0, run
 
@@ -42,7 +42,9 @@ def test_churn_against_upper_matches_every_reply(tsung):
 def test_a_server_that_does_not_uppercase_is_caught(tsung, echo_server):
     run = tsung_bench.measure(tsung, echo_server, "churn", 2, 100, {0})
     assert not run.failed, run
-    assert run.requests > 0 and run.mismatches == run.requests, run
+    # Not mismatches == requests: Tsung's counts of samples and of mismatches have
+    # differed under load (benchmarks.tsung_bench.read_logs). No match is the catch.
+    assert run.requests > 0 and run.mismatches > 0 and run.matches == 0, run
 
 
 def test_the_table_marks_a_driver_bound_row():
