@@ -45,6 +45,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +141,6 @@ _CERTIFICATES: list[Path] = []
 def tls_files() -> tuple[Path, Path, Path]:
     """(certificate, key, CA) for 127.0.0.1, made once per run with trustme (test CA)."""
     if not _CERTIFICATES:
-        import tempfile
-
         import trustme
 
         folder = Path(tempfile.mkdtemp(prefix="upper-bench-tls-"))
@@ -157,9 +156,10 @@ def tls_files() -> tuple[Path, Path, Path]:
 
 def start_server(name: str, cpu: int, extra: tuple[str, ...] = ()) -> ServerProcess:
     command = [*SERVERS[name], "--host", "127.0.0.1", "--port", "0", *extra]
-    return ServerProcess(command=command, cpu=cpu, stderr=subprocess.DEVNULL).start(
-        STARTUP_TIMEOUT
-    )
+    # A file, not a pipe: a pipe nobody reads during the run could fill and stall the
+    # server; the file still tells why a server did not start.
+    stderr = tempfile.TemporaryFile(prefix=f"upper-bench-{name}-")
+    return ServerProcess(command=command, cpu=cpu, stderr=stderr).start(STARTUP_TIMEOUT)
 
 
 def cpu_seconds(process: psutil.Process) -> float:

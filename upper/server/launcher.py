@@ -133,10 +133,23 @@ class ServerProcess:
             self.banner = read_line_with_timeout(self.process.stdout, timeout).strip()
             self.addresses = parse_ready_line(self.banner)
         except (TimeoutError, ValueError) as exc:
-            stderr = self.stop_and_collect(timeout=5)[2] if self.process.poll() is None else ""
-            self.kill()
-            raise ServerFailedToStart(f"{self.command[:4]}: {exc} {stderr!r}") from None
+            # A child that already exited still has its stderr to give: it says why.
+            try:
+                stderr = self.stop_and_collect(timeout=5)[2]
+            except subprocess.TimeoutExpired:
+                stderr = ""
+            stderr = stderr or self._stderr_file_tail()
+            raise ServerFailedToStart(f"{self.command[:4]}: {exc} {stderr.strip()!r}") from None
         return self
+
+    def _stderr_file_tail(self, limit: int = 2000) -> str:
+        """The end of stderr when it went to a file rather than a pipe (a benchmark's)."""
+        if not hasattr(self.stderr, "seek"):
+            return ""
+        self.stderr.flush()
+        self.stderr.seek(0, os.SEEK_END)
+        self.stderr.seek(max(0, self.stderr.tell() - limit))
+        return self.stderr.read().decode(errors="replace")
 
     def send_signal(self, signum: int) -> None:
         self.process.send_signal(signum)
