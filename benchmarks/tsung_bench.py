@@ -24,8 +24,16 @@ kept), from the send to the first bytes back, in milliseconds with microsecond
 resolution; percentiles are computed here over the whole run, ramp included.
 
 The server is pinned to CPU 0, Tsung to the others (``taskset``), as in
-``benchmarks.bench``; Tsung's own CPU is reported so a driver-bound row shows.
-Load only 127.0.0.1; every run is bounded by ``--duration``.
+``benchmarks.bench``; Tsung's own CPU is reported so a driver-bound row shows,
+and so are the sessions it started against those it was asked for: a row where
+it started fewer than 90 % is marked "driver short".
+
+Before each run the script waits (``--time-wait-limit``) until the machine's
+TCP sockets in TIME_WAIT, which every churned connection leaves for 60 s, have
+drained: with 12,000 left by the run before, the same settings started 6,946 of
+12,000 sessions instead of 11,974, and with 19,000 only 953, Tsung's CPU then
+spent in the kernel (connect()'s search for a free local port); see
+docs/performance.md. Load only 127.0.0.1; every run is bounded by ``--duration``.
 """
 
 from __future__ import annotations
@@ -49,6 +57,25 @@ from upper.server.launcher import ServerFailedToStart
 
 LINE = "hola servidor 0123"
 DTD = "/usr/share/tsung/tsung-1.0.dtd"
+C10K_USERS = 10_000
+C10K_ARRIVALS_PER_S = 5_000
+SHORT_FRACTION = 0.9
+"""A run whose driver started fewer sessions than this share of those offered
+measured the driver's arrival rate, not the offered load."""
+SOCKSTAT = Path("/proc/net/sockstat")
+TIME_WAIT_LIMIT = 1_000
+TIME_WAIT_TIMEOUT_S = 90.0
+"""TIME_WAIT lasts 60 s on Linux (a kernel constant): 90 s is enough for any
+count to drain, and bounds the wait when something else keeps churning."""
+
+
+def offered_sessions(load: str, duration: float, rate: int) -> int:
+    """How many sessions ``config`` asks Tsung to start."""
+    if load == "churn":
+        return rate * int(duration)
+    if load == "c10k":
+        return C10K_USERS
+    raise ValueError(load)
 
 
 def config(load: str, port: int, duration: float, rate: int) -> str:
@@ -63,8 +90,9 @@ def config(load: str, port: int, duration: float, rate: int) -> str:
         session = f'<for from="1" to="5" var="i">{request}</for>' \
             '<request><raw data="DESCONEXION&#10;" ack="no_ack"/></request>'
     elif load == "c10k":
-        arrival = '<users arrivalrate="5000" unit="second" maxnumber="10000"/>'
-        phase = 2
+        arrival = (f'<users arrivalrate="{C10K_ARRIVALS_PER_S}" unit="second" '
+                   f'maxnumber="{C10K_USERS}"/>')
+        phase = C10K_USERS // C10K_ARRIVALS_PER_S
         session = f'<for from="1" to="100000000" var="i">{request}</for>'
     else:
         raise ValueError(load)
@@ -87,8 +115,11 @@ class Run:
     load: str
     requests: int = 0
     sessions: int = 0
+    offered: int = 0
     matches: int = 0
     mismatches: int = 0
+    errors: int = 0
+    time_wait_at_start: int | None = None
     server_cpu_us_per_request: float = 0.0
     seconds: float = 0.0
     p50_ms: float = 0.0
@@ -101,6 +132,42 @@ class Run:
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def driver_short(self) -> bool:
+        return self.sessions < SHORT_FRACTION * self.offered
+
+
+def time_wait_sockets(sockstat: str) -> int:
+    """The TCP sockets in TIME_WAIT, from the text of ``/proc/net/sockstat``
+    (``TCP: inuse 1 orphan 0 tw 8 alloc 1 mem 250``); one count for IPv4 and IPv6."""
+    match = re.search(r"^TCP:.*\btw (\d+)", sockstat, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"no TIME_WAIT count in {sockstat!r}")
+    return int(match.group(1))
+
+
+def wait_for_time_wait(limit: int, timeout: float = TIME_WAIT_TIMEOUT_S,
+                       sockstat: Path = SOCKSTAT, sleep=time.sleep,
+                       clock=time.monotonic) -> int | None:
+    """Wait until fewer than ``limit`` sockets are in TIME_WAIT, or ``timeout``
+    seconds; the count then. None where the kernel does not publish it (not
+    Linux): the run goes ahead and its row shows no count."""
+    try:
+        read = sockstat.read_text
+        count = time_wait_sockets(read())
+    except OSError:
+        return None
+    deadline = clock() + timeout
+    while count >= limit and clock() < deadline:
+        sleep(1.0)
+        count = time_wait_sockets(read())
+    return count
+
+
+def error_count(totals: dict[str, int]) -> int:
+    """Tsung's failures (``error_connect_econnrefused``, ``error_timeout``, ...)."""
+    return sum(count for name, count in totals.items() if name.startswith("error_"))
 
 
 _ENTRY = re.compile(r"\{(sample|sum),(\w+),\s*(\[[^\]]*\]|\d+)\}")
@@ -128,8 +195,13 @@ def read_logs(folder: Path) -> tuple[dict[str, list[float]], dict[str, int]]:
     return samples, totals
 
 
-def measure(tsung: str, name: str, load: str, duration: float, rate: int, cpus: set[int]) -> Run:
-    result = Run(name, load)
+def measure(tsung: str, name: str, load: str, duration: float, rate: int, cpus: set[int],
+            time_wait_limit: int | None = None) -> Run:
+    """One Tsung run against a fresh server; first, with ``time_wait_limit``,
+    wait for the TIME_WAIT sockets of earlier runs to drain below it."""
+    result = Run(name, load, offered=offered_sessions(load, duration, rate))
+    if time_wait_limit is not None:
+        result.time_wait_at_start = wait_for_time_wait(time_wait_limit)
     try:
         server = start_server(name, 0)
     except ServerFailedToStart as exc:
@@ -186,6 +258,7 @@ def measure(tsung: str, name: str, load: str, duration: float, rate: int, cpus: 
     result.server_cpu_us_per_request = (server_after - server_before) * 1e6 / len(samples)
     result.matches = totals.get("match", 0)
     result.mismatches = totals.get("nomatch", 0)
+    result.errors = error_count(totals)
     result.seconds = float(duration)
     result.mean_ms = statistics.fmean(samples)
     result.p50_ms = samples[len(samples) // 2]
@@ -197,20 +270,25 @@ def measure(tsung: str, name: str, load: str, duration: float, rate: int, cpus: 
 
 def table(runs: list[Run]) -> str:
     lines = [
-        "| load | server | sessions | requests/s | p50 ms | p99 ms | mismatches "
-        "| server CPU µs/request | server CPU | tsung CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| load | server | sessions started of offered | requests/s | p50 ms | p99 ms "
+        "| mismatches | errors | server CPU µs/request | server CPU | tsung CPU "
+        "| TIME_WAIT at start |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
+        time_wait = "" if run.time_wait_at_start is None else f"{run.time_wait_at_start:,}"
         if run.failed:
-            lines.append(f"| {run.load} | {run.server} | {run.failed} | | | | | | | |")
+            lines.append(f"| {run.load} | {run.server} | {run.failed} "
+                         f"| | | | | | | | | {time_wait} |")
             continue
         bound = " (driver-bound)" if run.driver_cpu_frac >= 0.9 else ""
+        short = " (driver short)" if run.driver_short else ""
         lines.append(
-            f"| {run.load} | {run.server} | {run.sessions:,} | {run.requests_per_s:,.0f} | "
-            f"{run.p50_ms:.3f} | {run.p99_ms:.3f} | {run.mismatches} | "
+            f"| {run.load} | {run.server} | {run.sessions:,} of {run.offered:,}{short} | "
+            f"{run.requests_per_s:,.0f} | {run.p50_ms:.3f} | {run.p99_ms:.3f} | "
+            f"{run.mismatches} | {run.errors} | "
             f"{run.server_cpu_us_per_request:.1f} | {run.server_cpu_frac:.0%} | "
-            f"{run.driver_cpu_frac:.0%}{bound} |"
+            f"{run.driver_cpu_frac:.0%}{bound} | {time_wait} |"
         )
     return "\n".join(lines)
 
@@ -225,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--rate", type=int, default=4000, help="churn sessions arriving per second")
     parser.add_argument("--runs", type=int, default=1, help="alternating runs per server and load")
+    parser.add_argument("--time-wait-limit", type=int, default=TIME_WAIT_LIMIT,
+                        help="before each run, wait (at most %d s) until fewer TCP sockets "
+                             "than this are in TIME_WAIT" % TIME_WAIT_TIMEOUT_S)
     args = parser.parse_args(argv)
     tsung = shutil.which("tsung")
     if tsung is None:
@@ -237,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     for load in args.loads:
         for _ in range(args.runs):
             for name in args.servers:
-                run = measure(tsung, name, load, args.duration, args.rate, driver_cpus)
-                print(f"{load} {name}: {run.requests_per_s:,.0f} requests/s "
-                      f"p99 {run.p99_ms:.3f} ms {run.failed}", file=sys.stderr, flush=True)
+                run = measure(tsung, name, load, args.duration, args.rate, driver_cpus,
+                              args.time_wait_limit)
+                print(f"{load} {name}: {run.sessions:,} of {run.offered:,} sessions, "
+                      f"{run.requests_per_s:,.0f} requests/s p99 {run.p99_ms:.3f} ms, "
+                      f"TIME_WAIT at start {run.time_wait_at_start} {run.failed}",
+                      file=sys.stderr, flush=True)
                 runs.append(run)
     print(table(runs))
     return 0
