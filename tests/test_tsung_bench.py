@@ -40,6 +40,18 @@ def test_churn_against_upper_matches_every_reply(tsung):
     assert run.server_cpu_us_per_request > 0, run
 
 
+def test_c10k_starts_every_user_and_matches_every_reply(tsung, monkeypatch):
+    """The C10K load's XML (think time included) as Tsung runs it, at a hundredth the size."""
+    monkeypatch.setattr(tsung_bench, "C10K_USERS", 100)
+    monkeypatch.setattr(tsung_bench, "C10K_ARRIVALS_PER_S", 50)
+    run = tsung_bench.measure(tsung, "upper", "c10k", 4, 0, {0})
+    assert not run.failed, run
+    assert run.sessions == run.offered == 100 and not run.driver_short, run
+    # Each user sends at once, then every C10K_THINK_S (2 s): one or two lines in 4 s
+    # (without the think time, thousands).
+    assert 100 <= run.requests < 300 and run.mismatches == 0 and run.errors == 0, run
+
+
 def test_a_server_that_does_not_uppercase_is_caught(tsung, echo_server):
     run = tsung_bench.measure(tsung, echo_server, "churn", 2, 100, {0})
     assert not run.failed, run
@@ -72,7 +84,9 @@ def test_the_table_marks_a_row_whose_driver_started_too_few_sessions():
 def test_sessions_offered_follow_the_config():
     assert tsung_bench.offered_sessions("churn", 8, 1500) == 12_000
     assert tsung_bench.offered_sessions("c10k", 8, 1500) == 10_000
-    assert 'maxnumber="10000"' in tsung_bench.config("c10k", 5000, 8, 1500)
+    c10k = tsung_bench.config("c10k", 5000, 8, 1500)
+    assert 'maxnumber="10000"' in c10k and 'arrivalrate="2000"' in c10k
+    assert '<thinktime value="2" random="false"/>' in c10k
     assert 'arrivalrate="1500"' in tsung_bench.config("churn", 5000, 8, 1500)
 
 
