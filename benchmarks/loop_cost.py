@@ -32,7 +32,7 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 def run_load(load: str, messages: int) -> int:
     """Serve ``messages`` messages of ``load`` (what callgrind counts); the lines answered."""
-    from upper.server.connection import Connection
+    from upper.server.connection import Connection, Timeouts
     from upper.server.stats import ServerStats
 
     class Watcher:
@@ -50,6 +50,7 @@ def run_load(load: str, messages: int) -> int:
         stopping = False
         proxy_protocol = None
         idle_timeout = linger_timeout = 5.0
+        timeouts = Timeouts(idle=5.0, linger=5.0, hibernate_after=1.0)
 
         def __init__(self, counting: bool) -> None:
             self.loop = Loop()

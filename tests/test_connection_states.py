@@ -76,6 +76,9 @@ def test_nothing_is_due_right_after_progress(state):
 def test_a_quiet_reader_hibernates_then_times_out():
     assert overdue(State.READING, 0.9, TIMEOUTS) is None
     assert overdue(State.READING, 1.0, TIMEOUTS) is Interrupt.HIBERNATE
+    # A connection's own wait, once it has grown (Connection._wake), replaces the base one.
+    assert overdue(State.READING, 1.9, TIMEOUTS, 2.0) is None
+    assert overdue(State.READING, 2.0, TIMEOUTS, 2.0) is Interrupt.HIBERNATE
     assert overdue(State.READING, 300.0, TIMEOUTS) is Interrupt.IDLE_TIMEOUT
     assert overdue(State.HIBERNATING, 299.0, TIMEOUTS) is None
     assert overdue(State.HIBERNATING, 300.0, TIMEOUTS) is Interrupt.IDLE_TIMEOUT

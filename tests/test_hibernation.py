@@ -2,10 +2,13 @@
 
 import logging
 import socket
+import time
 
 from helpers import read_exactly, read_until_eof
 
+from upper.server import connection as connection_module
 from upper.server.connection import State
+from upper.server.server import UpperServer
 
 
 def test_idle_connections_hibernate_and_wake_with_their_state(threaded_server):
@@ -56,3 +59,37 @@ def test_a_new_connection_gets_its_greenlet_from_its_first_byte(threaded_server,
         # The idle timeout still bounds the wait for a first byte: a polite close.
         assert read_until_eof(silent) == b""
     assert "closed after 0.3s idle" in caplog.text
+
+
+def test_a_short_hibernation_doubles_the_wait_and_a_long_one_starts_over(
+    threaded_server, monkeypatch
+):
+    # A sweep every 20 ms: the hibernation comes within 20 ms of the wait, so a wake-up
+    # right after it is well inside twice the wait.
+    monkeypatch.setattr(UpperServer, "sweep_interval", 0.02)
+    monkeypatch.setattr(connection_module, "HIBERNATE_AFTER_MAX", 0.8)
+    running = threaded_server(hibernate_after=0.2, idle_timeout=0)
+    with socket.create_connection(running.address, timeout=10) as client:
+
+        def ping():
+            client.sendall(b"hola\n")
+            assert read_exactly(client, 5) == b"HOLA\n"
+
+        def hibernated():
+            assert running.wait_until(
+                lambda server: [c.state for c in server.connections] == [State.HIBERNATING]
+            )
+
+        ping()  # the first input is no wake-up from a hibernation
+        (connection,) = running.server.connections
+        assert connection.hibernate_after == 0.2
+        waits = []
+        for _ in range(3):
+            hibernated()
+            ping()
+            waits.append(connection.hibernate_after)
+        assert waits == [0.4, 0.8, 0.8]  # doubled each time, up to HIBERNATE_AFTER_MAX
+        hibernated()
+        time.sleep(1.7)  # asleep for longer than it waited (0.8 s): worth it
+        ping()
+        assert connection.hibernate_after == 0.2

@@ -21,7 +21,7 @@ from reference_model import expected_reply, session_ended
 
 from benchmarks.ablation import variant_class
 from upper.protocol import UpperSession
-from upper.server.connection import Connection, State
+from upper.server.connection import Connection, State, Timeouts
 from upper.server.defaults import RECV_SIZE
 from upper.server.stats import ServerStats
 from upper.server.tls import TLSConnection, server_context
@@ -87,6 +87,7 @@ class FakeServer:
     stopping = False
     proxy_protocol = None
     idle_timeout = linger_timeout = 5.0
+    timeouts = Timeouts(idle=5.0, linger=5.0, hibernate_after=1.0)
 
     def __init__(self, ssl_context=None) -> None:
         self.loop = FakeLoop()

@@ -8,7 +8,11 @@ SHUTDOWN_TIMEOUT = 10.0
 LINGER_TIMEOUT = 5.0
 """Seconds after our FIN that we keep reading, waiting for the peer to close."""
 HIBERNATE_AFTER = 1.0
-"""Seconds a connection waits for input before its greenlet is given back."""
+"""Seconds a connection waits for input before its greenlet is given back, to begin with:
+each connection adapts its own wait (``Connection._wake``), up to ``HIBERNATE_AFTER_MAX``."""
+HIBERNATE_AFTER_MAX = 8.0
+"""The longest a connection's wait before hibernating grows, so that a connection that
+falls silent still gives its greenlet back within seconds."""
 PROXY_ALLOW_FROM = "127.0.0.1/32,::1/128"
 """Who may send a PROXY header (``--proxy-allow-from``)."""
 PROXY_HEADER_TIMEOUT = 5.0
