@@ -32,9 +32,9 @@ Where the greenlet is parked is the connection's ``State``:
   remain. The first byte that arrives gives it a greenlet again, which carries on
   where the last one stopped. "A while" is the connection's own
   ``hibernate_after``, which doubles when a hibernation turns out short
-  (``_wake``), so a client with a steady pace stops paying for it. A connection with no PROXY header and no handshake
-  starts here: its first byte gives it its first greenlet (waiting for it is what
-  ``READING`` would do, minus the greenlet).
+  (``_wake``), so a client with a steady pace stops paying for it. A connection
+  with no PROXY header and no handshake starts here: its first byte gives it its
+  first greenlet (waiting for it is what ``READING`` would do, minus the greenlet).
 - ``CLOSED``: the socket is closed and the server has forgotten it.
 
 Seven *interrupts* come from outside (the server's shutdown and its sweeper):
@@ -340,7 +340,8 @@ class Connection:
     def start(self) -> None:
         if self.proxy_header is None and not self.opens_with_a_handshake:
             # Nothing to do before the first byte: wait for it as a hibernating connection
-            # does, with no greenlet (``_wake`` gives it one), under the same idle timeout.
+            # does, with no greenlet (``_first_input`` gives it one), under the same idle
+            # timeout.
             self._enter(HIBERNATING)
             self._watcher.start(self._first_input)
         else:
