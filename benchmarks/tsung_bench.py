@@ -34,9 +34,9 @@ it started fewer than 90 % is marked "driver short".
 
 Before each run the script waits (``--time-wait-limit``) until the machine's
 TCP sockets in TIME_WAIT, which every churned connection leaves for 60 s, have
-drained: with 12,000 left by the run before, the same settings started 6,946 of
-12,000 sessions instead of 11,974, and with 19,000 only 953, Tsung's CPU then
-spent in the kernel (connect()'s search for a free local port); see
+drained: with 12,613 left by the runs before, the same settings started 6,946 of
+12,000 sessions instead of 11,974, and with 19,081 only 953: Tsung's CPU went
+to the kernel (connect()'s search for a free local port); see
 docs/performance.md. Load only 127.0.0.1; every run is bounded by ``--duration``.
 """
 
