@@ -125,6 +125,9 @@ class Measurement:
     p50_us: float = 0.0
     p99_us: float = 0.0
     server_cpu_us_per_message: float = 0.0
+    server_user_us_per_message: float = 0.0
+    """The part of it in user space: the rest is the kernel's (TCP, epoll), which differs
+    little between servers, so this is where they differ (docs/performance.md)."""
     server_cpu_frac: float = 0.0
     rss_per_connection: float = 0.0
     connections: int = 0
@@ -165,6 +168,11 @@ def start_server(name: str, cpu: int, extra: tuple[str, ...] = ()) -> ServerProc
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+def user_cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.children_user
 
 
 def measure(
@@ -210,17 +218,17 @@ def measure(
             text=True,
             preexec_fn=lambda: os.sched_setaffinity(0, driver_cpus),
         )
-        cpu_start = cpu_end = None
+        cpu_start = cpu_end = user_start = user_end = None
         rss_loaded = rss_before
         complaints = []
         for line in process.stderr:
             event = _event(line)
             if event == "measuring":
-                cpu_start = cpu_seconds(watched)
+                cpu_start, user_start = cpu_seconds(watched), user_cpu_seconds(watched)
                 if load.idle:  # the connections have been silent for load.settle seconds
                     rss_loaded = watched.memory_info().rss
             elif event == "measured":
-                cpu_end = cpu_seconds(watched)
+                cpu_end, user_end = cpu_seconds(watched), user_cpu_seconds(watched)
                 if not load.idle:
                     rss_loaded = watched.memory_info().rss
             elif event is None and line.strip():
@@ -255,6 +263,7 @@ def measure(
     result.p99_us = raw.get("p99_us") or 0.0
     if cpu_start is not None and cpu_end is not None and raw.get("messages"):
         result.server_cpu_us_per_message = (cpu_end - cpu_start) * 1e6 / raw["messages"]
+        result.server_user_us_per_message = (user_end - user_start) * 1e6 / raw["messages"]
     if cpu_start is not None and cpu_end is not None and raw.get("seconds"):
         result.server_cpu_frac = (cpu_end - cpu_start) / raw["seconds"]
     return result
@@ -278,6 +287,7 @@ def median_of(runs: list[Measurement]) -> Measurement:
         p50_us=pick("p50_us"),
         p99_us=pick("p99_us"),
         server_cpu_us_per_message=pick("server_cpu_us_per_message"),
+        server_user_us_per_message=pick("server_user_us_per_message"),
         server_cpu_frac=pick("server_cpu_frac"),
         rss_per_connection=pick("rss_per_connection"),
         connections=min(run.connections for run in good),
@@ -315,9 +325,10 @@ def markdown_table(
         else:
             lines.append("| server | messages/s | "
                          + "".join(f"vs {base} | " for base in bases)
-                         + "p50 | p99 | server CPU/msg | server CPU | driver CPU | errors | note |")
+                         + "p50 | p99 | server CPU/msg | of it user | server CPU | driver CPU "
+                         "| errors | note |")
             lines.append("| --- | ---: | " + "---: | " * len(bases)
-                         + "---: | ---: | ---: | ---: | ---: | ---: | --- |")
+                         + "---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for server, m in by_server.items():
             notes = []
             if m.failed:
@@ -344,6 +355,7 @@ def markdown_table(
             lines.append(
                 f"| {server} | {m.messages_per_s:,.0f} | {ratios}{m.p50_us / 1000:.2f} ms "
                 f"| {m.p99_us / 1000:.2f} ms | {m.server_cpu_us_per_message:.1f} µs "
+                f"| {m.server_user_us_per_message:.1f} µs "
                 f"| {m.server_cpu_frac:.0%} | {m.driver_cpu_frac:.0%} | {m.errors} | {note} |"
             )
     return "\n".join(lines) + "\n"

@@ -245,6 +245,9 @@ def test_bench_end_to_end_with_the_native_driver(binary, tmp_path):
     row = saved["results"]["gevent-lean"]["pingpong"]
     assert row["messages_per_s"] > 0 and row["errors"] == 0 and not row["failed"], row
     assert 0 < row["driver_cpu_frac"], row
+    # User space is part of the server's CPU, never more.
+    assert 0 < row["server_user_us_per_message"] <= row["server_cpu_us_per_message"], row
+    assert "| server CPU/msg | of it user |" in table
     assert (output / "bench.png").stat().st_size > 0
 
 
