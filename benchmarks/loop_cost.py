@@ -12,7 +12,10 @@ on every run (``PYTHONHASHSEED=0``). ``--cwd`` measures another checkout (its
 
 Loads: ``pingpong`` (one 16 B line per read), ``pingpong-counting`` (the same with
 the counters on), ``churn`` (connections of 5 lines and DESCONEXION: the cost per
-message includes each connection's start, states and close).
+message includes each connection's start, states and close), and ``sweep``: the
+sweeper's rounds (``UpperServer._sweep``) over 100 connections waiting for input,
+quiet for 0 to 1.9 s, as at Tsung's C10K; a "message" is one connection looked at
+in one round.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-LOADS = ("pingpong", "pingpong-counting", "churn")
+LOADS = ("pingpong", "pingpong-counting", "churn", "sweep")
+SWEPT = 100
+"""Connections in the ``sweep`` load."""
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -84,6 +89,8 @@ def run_load(load: str, messages: int) -> int:
 
     answered: list[int] = []
     line = b"hola servidor 1\n"
+    if load == "sweep":
+        return sweep_rounds(Server(counting=False), Socket, Connection, messages // SWEPT)
     if load == "churn":
         server = Server(counting=False)
         for _ in range(messages // 5):
@@ -94,6 +101,48 @@ def run_load(load: str, messages: int) -> int:
         server = Server(counting=load == "pingpong-counting")
         Connection(Socket([line] * messages), ("127.0.0.1", 1), server)._run(None, False)
     return sum(answered)
+
+
+def sweep_rounds(server, socket_type, connection_type, rounds: int) -> int:
+    """Run ``rounds`` rounds of the real sweeper over ``SWEPT`` quiet connections of
+    ``server``; the connections looked at."""
+    import gevent
+
+    from upper.server.connection import READING, RUNNING
+    from upper.server.server import UpperServer
+
+    class Swept(Exception):
+        pass
+
+    sweeper = object.__new__(UpperServer)  # only what _sweep reads; no sockets, no loop
+    sweeper.loop, sweeper.timeouts = server.loop, server.timeouts
+    sweeper.idle_timeout, sweeper.proxy_protocol, sweeper.ssl_context = 5.0, None, None
+    sweeper.connections = set()
+    for number in range(SWEPT):
+        connection = connection_type(socket_type([]), ("127.0.0.1", 1), server)
+        connection._enter(RUNNING)
+        connection._enter(READING)
+        connection.hibernate_after = 8.0  # grown, as a client that speaks every 2 s makes it
+        connection.active_at = -(number % 20) / 10  # the loop's clock says 0.0
+        sweeper.connections.add(connection)
+    left = rounds + 1  # _sweep sleeps before each round
+
+    def sleep(seconds=0):
+        nonlocal left
+        left -= 1
+        if not left:
+            raise Swept
+
+    gevent.sleep, real_sleep = sleep, gevent.sleep
+    try:
+        UpperServer._sweep(sweeper)
+    except Swept:
+        pass
+    finally:
+        gevent.sleep = real_sleep
+    if any(connection.state is not READING for connection in sweeper.connections):
+        raise RuntimeError("loop_cost: a quiet connection was interrupted")
+    return rounds * SWEPT
 
 
 def count(load: str, messages: int, cwd: Path) -> int:

@@ -1,6 +1,10 @@
 """The connection's state table and the sweeper's decision, with no sockets."""
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from upper.server.connection import (
     _SUCCESSORS,
@@ -101,6 +105,43 @@ def test_idle_timeout_zero_turns_it_off():
     assert overdue(State.SENDING, 1e9, no_idle) is None
     assert overdue(State.HIBERNATING, 1e9, no_idle) is None
     assert overdue(State.READING, 1e9, no_idle) is Interrupt.HIBERNATE
+
+
+_SECONDS = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
+
+
+@pytest.mark.parametrize("state", list(State))
+@given(
+    timeouts=st.builds(
+        Timeouts, idle=_SECONDS, linger=_SECONDS, hibernate_after=_SECONDS,
+        proxy_header=_SECONDS, handshake=_SECONDS,
+    ),
+    grown_by=_SECONDS,
+    fraction=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
+def test_nothing_is_due_sooner_than_timeouts_soonest(state, timeouts, grown_by, fraction):
+    # The sweeper skips a connection quiet for less than ``soonest`` without asking
+    # ``overdue``: that copy of the rule must never skip one that is due.
+    own_wait = timeouts.hibernate_after + grown_by  # Connection._wake only lengthens it
+    just_before = math.nextafter(timeouts.soonest, 0.0)
+    for quiet_for in (just_before, timeouts.soonest * fraction):
+        if quiet_for < timeouts.soonest:  # the sweeper's test: a limit of 0 skips nothing
+            assert overdue(state, quiet_for, timeouts, own_wait) is None, quiet_for
+
+
+@pytest.mark.parametrize(
+    "timeouts, due",
+    [
+        (TIMEOUTS, (State.READING, Interrupt.HIBERNATE)),
+        (Timeouts(idle=0.5, linger=5.0, hibernate_after=1.0), (State.SENDING, Interrupt.IDLE_TIMEOUT)),
+        (Timeouts(idle=0, linger=0.2, hibernate_after=1.0), (State.DRAINING, Interrupt.LINGER_END)),
+        (Timeouts(idle=0, linger=5.0, hibernate_after=9.0, proxy_header=2.0),
+         (State.READING_PROXY_HEADER, Interrupt.HEADER_TIMEOUT)),
+    ],
+)
+def test_soonest_is_the_first_limit_some_state_reaches(timeouts, due):
+    state, interrupt = due
+    assert overdue(state, timeouts.soonest, timeouts) is interrupt
 
 
 @pytest.mark.parametrize("state", [State.STARTING, State.RUNNING, State.CLOSED])

@@ -194,6 +194,15 @@ class Timeouts:
     """A TLS handshake's whole allowance (``HANDSHAKING`` makes no progress that counts: a
     peer sending one byte at a time must still finish in time)."""
 
+    @property
+    def soonest(self) -> float:
+        """Nothing is due to a connection quiet for less (``overdue``), in any state: the
+        sweeper skips those without asking. A connection's own wait before hibernating only
+        grows from ``hibernate_after`` (``Connection._wake``). At C10K with clients that
+        pause, that is a third of the connections at each round (docs/performance.md)."""
+        limits = (self.linger, self.hibernate_after, self.proxy_header, self.handshake)
+        return min(*limits, self.idle) if self.idle else min(limits)
+
 
 def overdue(
     state: State, quiet_for: float, timeouts: Timeouts, hibernate_after: float | None = None
@@ -350,9 +359,6 @@ class Connection:
     def interrupt(self, interrupt: Interrupt) -> None:
         """Apply ``interrupt`` as ``TRANSITIONS`` says, in a hub callback (see the module)."""
         self.server.loop.run_callback(self._apply, interrupt)
-
-    def overdue(self, now: float, timeouts: Timeouts) -> Interrupt | None:
-        return overdue(self.state, now - self.active_at, timeouts, self.hibernate_after)
 
     def _apply(self, interrupt: Interrupt) -> None:
         """Where ``TRANSITIONS``' action is taken: here in the hub, in the greenlet parked in a

@@ -27,7 +27,7 @@ from upper.green.greenlets import ReusableGreenlets
 from upper.protocol.address import format_address
 from upper.server import defaults
 from upper.server.acceptor import Acceptor
-from upper.server.connection import Connection, Interrupt, Timeouts
+from upper.server.connection import Connection, Interrupt, Timeouts, overdue
 from upper.server.limits import default_max_connections
 from upper.server.memory import release_freed_memory
 from upper.server.metrics import EXPORT_INTERVAL
@@ -248,23 +248,11 @@ class UpperServer:
             interval = min(interval, max(0.05, self.timeouts.proxy_header / 4))
         if self.ssl_context is not None:
             interval = min(interval, max(0.05, self.timeouts.handshake / 4))
-        timeouts = self.timeouts
         trimmed_at = float("-inf")
         while True:
             gevent.sleep(interval)
             now = self.loop.now()
-            hibernating = 0
-            for connection in list(self.connections):
-                if connection.progressed:
-                    # Answered input since the last round, so due nothing yet. At C10K this
-                    # round runs for every connection twice a second: keep it to a flag.
-                    connection.progressed = False
-                    connection.active_at = now
-                    continue
-                interrupt = connection.overdue(now, timeouts)
-                if interrupt is not None:
-                    connection.interrupt(interrupt)
-                    hibernating += interrupt is Interrupt.HIBERNATE
+            hibernating = self._sweep_once(now)
             if hibernating and now - trimmed_at >= self.trim_interval:
                 # Let the interrupts give those greenlets back (parked in ReusableGreenlets,
                 # at most 256 of them; the rest end), then hand the memory the connections
@@ -273,6 +261,29 @@ class UpperServer:
                 gevent.sleep(0)
                 release_freed_memory()
                 trimmed_at = now
+
+    def _sweep_once(self, now: float) -> int:
+        """One round of the sweeper: each connection gets the interrupt it is due
+        (``overdue``); the hibernations asked for."""
+        timeouts = self.timeouts
+        soonest = timeouts.soonest
+        hibernating = 0
+        # At C10K this runs for every connection twice a second: the common cases cost a
+        # flag or a subtraction, not a call.
+        for connection in list(self.connections):
+            if connection.progressed:
+                # Answered input since the last round, so due nothing yet.
+                connection.progressed = False
+                connection.active_at = now
+                continue
+            quiet_for = now - connection.active_at
+            if quiet_for < soonest:
+                continue
+            interrupt = overdue(connection.state, quiet_for, timeouts, connection.hibernate_after)
+            if interrupt is not None:
+                connection.interrupt(interrupt)
+                hibernating += interrupt is Interrupt.HIBERNATE
+        return hibernating
 
     def _export_metrics(self) -> None:
         while True:
