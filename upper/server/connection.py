@@ -198,8 +198,8 @@ class Timeouts:
     def soonest(self) -> float:
         """Nothing is due to a connection quiet for less (``overdue``), in any state: the
         sweeper skips those without asking. A connection's own wait before hibernating only
-        grows from ``hibernate_after`` (``Connection._wake``). At C10K with clients that
-        pause, that is a third of the connections at each round (docs/performance.md)."""
+        grows from ``hibernate_after`` (``Connection._wake``). A test proves it against
+        ``overdue`` (tests/test_connection_states.py)."""
         limits = (self.linger, self.hibernate_after, self.proxy_header, self.handshake)
         return min(*limits, self.idle) if self.idle else min(limits)
 

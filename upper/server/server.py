@@ -269,7 +269,9 @@ class UpperServer:
         soonest = timeouts.soonest
         hibernating = 0
         # At C10K this runs for every connection twice a second: the common cases cost a
-        # flag or a subtraction, not a call.
+        # flag or a subtraction, not a call. Over connections quiet for 0 to 1.9 s (Tsung's
+        # C10K), 1,423 instructions per connection instead of 2,527 with a call for each
+        # (python -m benchmarks.loop_cost --loads sweep).
         for connection in list(self.connections):
             if connection.progressed:
                 # Answered input since the last round, so due nothing yet.
