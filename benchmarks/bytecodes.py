@@ -36,9 +36,10 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.bench import LOADS, SERVERS, Load
+from benchmarks.instructions import follow_window, report_each
 from benchmarks.native import NativeDriverUnavailable, driver_binary
 from benchmarks.peers import NATIVE_PEERS
-from upper.server.launcher import ServerFailedToStart, ServerProcess
+from upper.server.launcher import ServerProcess
 
 STARTUP_TIMEOUT = 120.0
 _OUTPUT_VARIABLE = "UPPER_BYTECODES_OUT"
@@ -105,12 +106,8 @@ def measure(name: str, load: Load, seconds: float, connections: int, workdir: Pa
              "--warmup", "2", "--timeout", "60", "--connect-timeout", "60", *arguments],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for line in driver.stderr:
-            event = json.loads(line).get("event") if line.startswith("{") else None
-            if event == "measuring":
-                os.kill(server.pid, signal.SIGUSR1)
-            elif event == "measured":
-                os.kill(server.pid, signal.SIGUSR2)
+        follow_window(driver, lambda: os.kill(server.pid, signal.SIGUSR1),
+                      lambda: os.kill(server.pid, signal.SIGUSR2))
         result = json.loads(driver.communicate(timeout=seconds + 120)[0])
         deadline = time.monotonic() + 30
         while not output.exists() and time.monotonic() < deadline:
@@ -137,7 +134,9 @@ def report(name: str, result: dict, rows: list, top: int) -> str:
     root = str(Path.cwd())
     for function, where, count, calls in sorted(rows, key=lambda row: -row[2])[:top]:
         where = where.replace(root + os.sep, "")
-        lines.append(f"| {count / divisor:,.1f} | {calls / divisor:,.2f} | `{function}` ({where}) |")
+        lines.append(
+            f"| {count / divisor:,.1f} | {calls / divisor:,.2f} | `{function}` ({where}) |"
+        )
     return "\n".join(lines)
 
 
@@ -171,15 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load = loads[args.load]
     print(f"Load: {load.title}, {args.connections} connections; Python bytecodes counted over "
-          f"a {args.seconds:g} s window.\nCommand: `python -m benchmarks.bytecodes {' '.join(argv)}`")
+          f"a {args.seconds:g} s window.\n"
+          f"Command: `python -m benchmarks.bytecodes {' '.join(argv)}`")
     with tempfile.TemporaryDirectory(prefix="upper-bytecodes-") as workdir:
-        for name in args.servers:
-            try:
-                result, rows = measure(name, load, args.seconds, args.connections, Path(workdir))
-            except (ServerFailedToStart, RuntimeError, subprocess.SubprocessError) as exc:
-                print(f"\n**{name}**: failed: {exc}")
-                continue
-            print(report(name, result, rows, args.top), flush=True)
+        report_each(args.servers, lambda name: report(
+            name, *measure(name, load, args.seconds, args.connections, Path(workdir)), args.top))
     return 0
 
 

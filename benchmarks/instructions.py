@@ -117,14 +117,13 @@ def measure(name: str, load: Load, seconds: float, workdir: Path, cwd: Path | No
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         control = ["callgrind_control"]
-        for line in driver.stderr:
-            event = json.loads(line).get("event") if line.startswith("{") else None
-            if event == "measuring":
-                subprocess.run([*control, "--zero", str(server.pid)], capture_output=True,
-                               timeout=60, check=True)
-            elif event == "measured":
-                subprocess.run([*control, "--dump", str(server.pid)], capture_output=True,
-                               timeout=60, check=True)
+        follow_window(
+            driver,
+            lambda: subprocess.run([*control, "--zero", str(server.pid)], capture_output=True,
+                                   timeout=60, check=True),
+            lambda: subprocess.run([*control, "--dump", str(server.pid)], capture_output=True,
+                                   timeout=60, check=True),
+        )
         result = json.loads(driver.communicate(timeout=seconds + 120)[0])
     if result["errors"]:
         raise RuntimeError(f"{name}: the driver counted errors: {result['error_kinds']}")
@@ -132,6 +131,29 @@ def measure(name: str, load: Load, seconds: float, workdir: Path, cwd: Path | No
     if not dumps:
         raise RuntimeError(f"{name}: callgrind wrote no dump for the window")
     return result["messages"], parse_callgrind(dumps[-1])
+
+
+def follow_window(driver: subprocess.Popen, on_measuring, on_measured) -> None:
+    """Call ``on_measuring()`` and ``on_measured()`` as the native driver announces its
+    measured window on stderr (one JSON event a line), until it closes stderr."""
+    for line in driver.stderr:
+        event = json.loads(line).get("event") if line.startswith("{") else None
+        if event == "measuring":
+            on_measuring()
+        elif event == "measured":
+            on_measured()
+
+
+def report_each(servers: list[str], measure_and_report) -> None:
+    """Print ``measure_and_report(name)`` for each server in turn; one that fails is one
+    line, and the next is measured."""
+    for name in servers:
+        try:
+            text = measure_and_report(name)
+        except (ServerFailedToStart, RuntimeError, subprocess.SubprocessError) as exc:
+            print(f"\n**{name}**: failed: {exc}")
+            continue
+        print(text, flush=True)
 
 
 def report(name: str, messages: int, profile: Profile, top: int) -> str:
@@ -176,13 +198,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.seconds:g} s window.\nCommand: `python -m benchmarks.instructions "
           f"{' '.join(sys.argv[1:] if argv is None else argv)}`")
     with tempfile.TemporaryDirectory(prefix="upper-instructions-") as workdir:
-        for name in args.servers:
-            try:
-                messages, profile = measure(name, load, args.seconds, Path(workdir))
-            except (ServerFailedToStart, RuntimeError, subprocess.SubprocessError) as exc:
-                print(f"\n**{name}**: failed: {exc}")
-                continue
-            print(report(name, messages, profile, args.top), flush=True)
+        report_each(args.servers, lambda name: report(
+            name, *measure(name, load, args.seconds, Path(workdir)), args.top))
     return 0
 
 

@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=4000, help="churn sessions arriving per second")
     parser.add_argument("--runs", type=int, default=1, help="alternating runs per server and load")
     parser.add_argument("--time-wait-limit", type=int, default=TIME_WAIT_LIMIT,
-                        help="before each run, wait (at most %d s) until fewer TCP sockets "
-                             "than this are in TIME_WAIT" % TIME_WAIT_TIMEOUT_S)
+                        help=f"before each run, wait (at most {TIME_WAIT_TIMEOUT_S:g} s) until "
+                             "fewer TCP sockets than this are in TIME_WAIT")
     args = parser.parse_args(argv)
     tsung = shutil.which("tsung")
     if tsung is None:

@@ -57,4 +57,5 @@ def test_report_divides_by_sessions_for_churn():
 def test_a_server_that_is_not_python_has_no_bytecodes():
     with pytest.raises(ValueError, match="not a Python server"):
         counting_command("c-epoll")
-    assert counting_command("upper")[:4] == [sys.executable, "-m", "benchmarks.bytecodes", "--serve"]
+    command = counting_command("upper")
+    assert command[:4] == [sys.executable, "-m", "benchmarks.bytecodes", "--serve"]
