@@ -81,12 +81,16 @@ def serve_counting(module: str, argv: list[str]) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
+def is_python_server(name: str) -> bool:
+    """Whether ``SERVERS[name]`` is ``python -m MODULE ARGS``, which a trace can count."""
+    return name not in NATIVE_PEERS and SERVERS[name][:2] == [sys.executable, "-m"]
+
+
 def counting_command(name: str) -> list[str]:
     """``SERVERS[name]`` (``python -m MODULE ARGS``) run under ``serve_counting``."""
-    command = SERVERS[name]
-    if name in NATIVE_PEERS or command[:2] != [sys.executable, "-m"]:
+    if not is_python_server(name):
         raise ValueError(f"{name} is not a Python server")
-    return [sys.executable, "-m", "benchmarks.bytecodes", "--serve", *command[2:]]
+    return [sys.executable, "-m", "benchmarks.bytecodes", "--serve", *SERVERS[name][2:]]
 
 
 def measure(name: str, load: Load, seconds: float, connections: int, workdir: Path):
@@ -148,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bytecodes", description=__doc__.splitlines()[0]
     )
-    python_servers = [
-        name for name, command in SERVERS.items()
-        if name not in NATIVE_PEERS and command[:2] == [sys.executable, "-m"]
-    ]
+    python_servers = [name for name in SERVERS if is_python_server(name)]
     parser.add_argument("--servers", nargs="+", choices=python_servers,
                         default=["upper", "uvloop-protocol"])
     loads = {load.name: load for load in LOADS if not load.idle and not load.tls}
