@@ -53,6 +53,18 @@ def eventually(predicate, timeout: float = SOON, interval: float = 0.02) -> bool
         time.sleep(interval)
 
 
+def logged(caplog, wanted, timeout: float = SOON) -> list:
+    """The captured records ``wanted(record)`` accepts, once there is one (or at the timeout).
+
+    An in-thread server may write its log line a moment after the counter a test waited for,
+    so a test that reads the log right after a counter waits for the line too."""
+    def matching() -> list:
+        return [record for record in caplog.records if wanted(record)]
+
+    eventually(matching, timeout)
+    return matching()
+
+
 def process_alive(pid: int, created: float) -> bool:
     """Whether that very process (not a reuse of its pid) still runs (zombies do not)."""
     try:

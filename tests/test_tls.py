@@ -12,7 +12,7 @@ import ssl
 import subprocess
 
 import pytest
-from helpers import SOON, read_exactly, read_until_eof, require_tool
+from helpers import SOON, logged, read_exactly, read_until_eof, require_tool
 from tls_support import Transport
 
 from upper.client.tls import client_context
@@ -56,7 +56,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 def handshake_failures(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    return logged(caplog, lambda record: "TLS handshake failed" in record.getMessage())
 
 
 # -- failed handshakes: that connection only, counted, one info line ----------------------------
@@ -391,7 +391,7 @@ def test_a_refused_renegotiation_is_counted_apart_and_logged_at_info(
     assert b"HOLA" in output and b"RENEGOTIATING" in output
     assert running.server.stats.errors == 0
     assert running.server.stats.failed_handshakes == 0
-    [record] = [r for r in caplog.records if "renegotiation" in r.getMessage()]
+    [record] = logged(caplog, lambda record: "renegotiation" in record.getMessage())
     assert record.levelno == logging.INFO and record.exc_info is None
     assert record.getMessage().startswith("127.0.0.1:")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
